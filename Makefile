@@ -1,0 +1,40 @@
+# Every target creates the local virtual environment (.venv) when it is missing
+# or older than pyproject.toml, so each one works on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LOG := data/elastic-examples_apache_logs.log.gz
+
+.PHONY: demo test check lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,redis]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/swt replay $(LOG) --limit 20/10s --limit 60/minute --top 5
+
+test: check unit
+
+check: lint typecheck
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	$(BIN)/python bench/memory_decisions.py
+	$(BIN)/python bench/replay_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,63 @@
+"""
+sliding-window-throttler: exact sliding-window rate limiting.
+
+At most ``limit`` hits are admitted in any window of ``ttl``, per client and
+per named throttle, in memory or in Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .core.clock import Clock, ManualClock, MonotonicClock
+from .core.decision import Decision, Outcome, ThrottleRecord
+from .core.rate import Throttle, parse_duration_ms, parse_rate
+from .errors import (
+    ConfigurationError,
+    ErrorSeverity,
+    KeyGenerationError,
+    ThrottlerError,
+    ThrottlerErrorCode,
+    is_recoverable_error,
+    is_throttler_error,
+)
+from .storage.base import AsyncStorage, Storage
+from .storage.memory import (
+    AsyncMemoryStorage,
+    MemoryStats,
+    MemoryStorage,
+    OverflowPolicy,
+)
+from .throttler import AsyncThrottler, Throttler
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncMemoryStorage",
+    "AsyncStorage",
+    "AsyncThrottler",
+    "Clock",
+    "ConfigurationError",
+    "Decision",
+    "ErrorSeverity",
+    "KeyGenerationError",
+    "ManualClock",
+    "MemoryStats",
+    "MemoryStorage",
+    "MonotonicClock",
+    "Outcome",
+    "OverflowPolicy",
+    "Storage",
+    "Throttle",
+    "ThrottleRecord",
+    "Throttler",
+    "ThrottlerError",
+    "ThrottlerErrorCode",
+    "__version__",
+    "is_recoverable_error",
+    "is_throttler_error",
+    "parse_duration_ms",
+    "parse_rate",
+]

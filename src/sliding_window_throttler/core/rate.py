@@ -1,0 +1,286 @@
+"""Throttle definitions and the parsing of durations and rate specs."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+from ..errors import ConfigurationError
+
+Duration = int | float | timedelta | str
+"""Seconds (int or float), a ``timedelta``, or a string such as ``"1.5s"``."""
+
+MAX_LIMIT = 1_000_000
+MAX_DURATION_MS = 366 * 86_400_000
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+_UNIT_MS = {
+    "ms": 1,
+    "msec": 1,
+    "millisecond": 1,
+    "milliseconds": 1,
+    "s": 1_000,
+    "sec": 1_000,
+    "secs": 1_000,
+    "second": 1_000,
+    "seconds": 1_000,
+    "m": 60_000,
+    "min": 60_000,
+    "mins": 60_000,
+    "minute": 60_000,
+    "minutes": 60_000,
+    "h": 3_600_000,
+    "hr": 3_600_000,
+    "hrs": 3_600_000,
+    "hour": 3_600_000,
+    "hours": 3_600_000,
+    "d": 86_400_000,
+    "day": 86_400_000,
+    "days": 86_400_000,
+    "w": 604_800_000,
+    "week": 604_800_000,
+    "weeks": 604_800_000,
+}
+_UNITS_TEXT = "ms, s, m/min/minute, h/hour, d/day, w/week"
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*")
+_SPEC = re.compile(
+    r"\s*(\d+)\s*(?:/|\s+per\s+)\s*(\d+(?:\.\d+)?)?\s*([a-zA-Z]+)\s*", re.IGNORECASE
+)
+
+
+def parse_duration_ms(value: Duration, *, field: str = "duration") -> int:
+    """
+    Convert a duration to whole milliseconds.
+
+    Args:
+        value: Seconds as int or float, a ``timedelta``, or a string with a unit
+            (``"500ms"``, ``"1.5s"``, ``"2 minutes"``); a bare number string is
+            seconds.
+        field: The name reported in errors.
+
+    Returns:
+        The duration in milliseconds (zero or more).
+
+    Raises:
+        ConfigurationError: if the value is not a duration, is negative, is not a
+            whole number of milliseconds, or is longer than 366 days.
+    """
+    if isinstance(value, bool):
+        raise ConfigurationError(field, f"{field} must be a duration, got {value!r}")
+
+    if isinstance(value, timedelta):
+        ms = _whole_ms(value / timedelta(milliseconds=1), field, value)
+    elif isinstance(value, int | float):
+        ms = _whole_ms(float(value) * 1000, field, value)
+    elif isinstance(value, str):
+        ms = _parse_duration_text(value, field)
+    else:
+        raise ConfigurationError(
+            field,
+            f"{field} must be seconds, a timedelta or a string such as '30s', "
+            f"got {type(value).__name__} {value!r}",
+        )
+
+    if ms < 0:
+        raise ConfigurationError(field, f"{field} must not be negative, got {value!r}")
+
+    if ms > MAX_DURATION_MS:
+        raise ConfigurationError(
+            field, f"{field} must be at most 366 days, got {value!r}"
+        )
+
+    return ms
+
+
+def _parse_duration_text(text: str, field: str) -> int:
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ConfigurationError(
+            field,
+            f"{field} {text!r} is not a duration; write a number and a unit, "
+            f"such as '30s' or '2 minutes' (units: {_UNITS_TEXT})",
+        )
+
+    number, unit = match.groups()
+    scale = _UNIT_MS.get(unit.lower(), 0) if unit else 1_000
+    if not scale:
+        raise ConfigurationError(
+            field, f"{field} {text!r} has an unknown unit {unit!r} ({_UNITS_TEXT})"
+        )
+
+    return _whole_ms(float(number) * scale, field, text)
+
+
+def _whole_ms(ms: float, field: str, shown: object) -> int:
+    if not math.isfinite(ms):
+        raise ConfigurationError(field, f"{field} must be finite, got {shown!r}")
+
+    whole = round(ms)
+    if abs(ms - whole) > 1e-6:
+        raise ConfigurationError(
+            field, f"{field} must be a whole number of milliseconds, got {shown!r}"
+        )
+
+    return whole
+
+
+def parse_rate(spec: str, *, field: str = "rate") -> tuple[int, int]:
+    """
+    Parse a rate spec into ``(limit, ttl_ms)``.
+
+    Accepts ``"100/minute"``, ``"10/5s"``, ``"5 per 2 minutes"``, ``"1/day"``
+    and the like (units: ms, s, m/min/minute, h/hour, d/day, w/week).
+
+    Raises:
+        ConfigurationError: naming ``field`` and the bad spec.
+    """
+    if not isinstance(spec, str):
+        raise ConfigurationError(
+            field, f"{field} must be a string such as '100/minute', got {spec!r}"
+        )
+
+    match = _SPEC.fullmatch(spec)
+    if match is None:
+        raise ConfigurationError(
+            field,
+            f"{field} {spec!r} is not a rate; write it as '100/minute', '10/5s' or "
+            "'5 per 2 minutes'",
+        )
+
+    count, number, unit = match.groups()
+    scale = _UNIT_MS.get(unit.lower())
+    if scale is None:
+        raise ConfigurationError(
+            field, f"{field} {spec!r} has an unknown unit {unit!r} ({_UNITS_TEXT})"
+        )
+
+    ttl_ms = _whole_ms(float(number or 1) * scale, field, spec)
+    return int(count), ttl_ms
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Throttle:
+    """
+    A named limit: at most ``limit`` hits in any window of ``ttl_ms``.
+
+    ``Throttle("api", 100, 60)``, ``Throttle("api", 100, timedelta(minutes=1))``
+    and ``Throttle("api", "100/minute")`` are the same throttle. When a hit is
+    refused because the window is full and ``block_duration`` is above zero, the
+    client is blocked for that long.
+
+    Args:
+        name: Letters, digits, ``_``, ``.`` or ``-``, at most 64 characters; it
+            tells throttles of one client apart and appears in keys and metrics.
+        limit: The number of hits allowed per window, or a rate spec string
+            (``"100/minute"``) that gives the window too.
+        ttl: The window: seconds, a ``timedelta`` or a duration string.
+        block_duration: How long a client that overflows the window is refused.
+
+    Raises:
+        ConfigurationError: naming the field and the bad value.
+    """
+
+    name: str
+    limit: int
+    ttl_ms: int
+    block_duration_ms: int
+
+    def __init__(
+        self,
+        name: str,
+        limit: int | str,
+        ttl: Duration | None = None,
+        block_duration: Duration = 0,
+    ) -> None:
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            raise ConfigurationError(
+                "name",
+                "throttle name must be 1-64 letters, digits, '_', '.' or '-', "
+                f"got {name!r}",
+            )
+
+        if isinstance(limit, str):
+            if ttl is not None:
+                raise ConfigurationError(
+                    "ttl",
+                    f"throttle {name!r}: the rate {limit!r} already gives the window; "
+                    f"do not pass ttl={ttl!r} too",
+                )
+            count, ttl_ms = parse_rate(limit, field="limit")
+        else:
+            if ttl is None:
+                raise ConfigurationError(
+                    "ttl", f"throttle {name!r}: give a window (ttl) for limit {limit!r}"
+                )
+            count, ttl_ms = limit, parse_duration_ms(ttl, field="ttl")
+
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "limit", _check_limit(name, count))
+        object.__setattr__(self, "ttl_ms", _check_window(name, ttl_ms, ttl))
+        object.__setattr__(
+            self,
+            "block_duration_ms",
+            parse_duration_ms(block_duration, field="block_duration"),
+        )
+
+    @property
+    def ttl(self) -> float:
+        """The window in seconds."""
+        return self.ttl_ms / 1000
+
+    @property
+    def block_duration(self) -> float:
+        """The block duration in seconds."""
+        return self.block_duration_ms / 1000
+
+    def __str__(self) -> str:
+        text = f"{self.name}: {self.limit}/{format_duration_ms(self.ttl_ms)}"
+        if self.block_duration_ms:
+            text += f" (block {format_duration_ms(self.block_duration_ms)})"
+        return text
+
+
+def _check_limit(name: str, limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ConfigurationError(
+            "limit", f"throttle {name!r}: limit must be an integer, got {limit!r}"
+        )
+
+    if limit < 1:
+        raise ConfigurationError(
+            "limit", f"throttle {name!r}: limit must be at least 1, got {limit}"
+        )
+
+    if limit > MAX_LIMIT:
+        raise ConfigurationError(
+            "limit",
+            f"throttle {name!r}: limit must be at most {MAX_LIMIT:,} hits per window, "
+            f"got {limit:,}",
+        )
+
+    return limit
+
+
+def _check_window(name: str, ttl_ms: int, shown: object) -> int:
+    if ttl_ms < 1:
+        raise ConfigurationError(
+            "ttl",
+            f"throttle {name!r}: the window must be at least 1 ms, "
+            f"got {shown if shown is not None else ttl_ms!r}",
+        )
+
+    return ttl_ms
+
+
+def format_duration_ms(ms: int) -> str:
+    """Render milliseconds compactly: ``1500`` is ``"1.5s"``, ``60000`` ``"1m"``."""
+    for unit, scale in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)):
+        if ms >= scale and ms % scale == 0:
+            return f"{ms // scale}{unit}"
+
+    if ms >= 1000:
+        return f"{ms / 1000:g}s"
+
+    return f"{ms}ms"

@@ -1,0 +1,486 @@
+"""
+The embedded storage: exact sliding windows in this process's memory.
+
+State per client is a dict of pairs, one per throttle name. A pair keeps the
+times of its admitted hits still in the window (never more than ``limit``) and
+when its block ends. Memory stays bounded whatever clients send:
+
+- Idle clients are reclaimed lazily: a heap orders clients by the time their
+  last window and block end, and every decision first pops the clients that
+  are due. No thread or timer runs.
+- At most ``max_pairs`` pairs are tracked. When a new pair would exceed that
+  (after the reclaim above), the overflow policy either refuses the new client
+  (``reject-new``, the default: existing clients keep exact limits) or evicts
+  the least recently used clients (``evict-lru``). A blocked client is never
+  evicted before its block ends. Both are counted in ``stats()`` and logged
+  once per episode at WARNING.
+
+The storage clock never goes back: a time earlier than one already seen is
+treated as that time (a clock that steps back stands still). That is what lets
+reclaimed state stay reclaimed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ..core.clock import Clock, MonotonicClock
+from ..core.decision import Decision, Outcome, ThrottleRecord
+from ..core.rate import Throttle
+from ..core.sliding_window import US_PER_MS, combine, judge, make_record
+from ..errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+_NO_TIMES: list[int] = []
+
+
+class OverflowPolicy(StrEnum):
+    """What ``MemoryStorage`` does when it tracks ``max_pairs`` pairs."""
+
+    REJECT_NEW = "reject-new"
+    EVICT_LRU = "evict-lru"
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryStats:
+    """
+    Counters of a ``MemoryStorage``.
+
+    Attributes:
+        clients: Identifiers tracked now.
+        pairs: (identifier, throttle) pairs tracked now.
+        max_pairs: The cap on ``pairs``.
+        overflow_policy: What happens at the cap.
+        refused_new: Hits refused because a new pair would exceed the cap.
+        evicted: Pairs evicted (least recently used first) to make room.
+        reclaimed: Pairs dropped after their window and block ended.
+    """
+
+    clients: int
+    pairs: int
+    max_pairs: int
+    overflow_policy: OverflowPolicy
+    refused_new: int
+    evicted: int
+    reclaimed: int
+
+
+class _Pair:
+    __slots__ = ("blocked_until", "times", "ttl_us")
+
+    def __init__(self, ttl_us: int) -> None:
+        self.times: list[int] = []
+        self.blocked_until = 0
+        self.ttl_us = ttl_us
+
+    def expires_at(self) -> int:
+        last = self.times[-1] + self.ttl_us if self.times else 0
+        return max(last, self.blocked_until)
+
+
+_Client = dict[str, _Pair]
+
+
+class MemoryStorage:
+    """
+    Exact sliding-window storage in process memory; thread-safe.
+
+    Args:
+        clock: Where time comes from (default: the monotonic clock). Inject a
+            ``ManualClock`` to test or to replay logged time.
+        max_pairs: The most (identifier, throttle) pairs tracked at once.
+        overflow: ``"reject-new"`` or ``"evict-lru"`` (see the module docs).
+
+    Raises:
+        ConfigurationError: for a bad ``max_pairs`` or ``overflow``.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        max_pairs: int = 100_000,
+        overflow: OverflowPolicy | str = OverflowPolicy.REJECT_NEW,
+    ) -> None:
+        if isinstance(max_pairs, bool) or not isinstance(max_pairs, int):
+            raise ConfigurationError(
+                "max_pairs", f"max_pairs must be an integer, got {max_pairs!r}"
+            )
+
+        if max_pairs < 1:
+            raise ConfigurationError(
+                "max_pairs", f"max_pairs must be at least 1, got {max_pairs}"
+            )
+
+        try:
+            self._policy = OverflowPolicy(overflow)
+        except ValueError:
+            choices = ", ".join(p.value for p in OverflowPolicy)
+            raise ConfigurationError(
+                "overflow", f"overflow must be one of {choices}, got {overflow!r}"
+            ) from None
+
+        self._clock = clock if clock is not None else MonotonicClock()
+        self._max_pairs = max_pairs
+        self._lock = threading.Lock()
+        self._clients: OrderedDict[str, _Client] = OrderedDict()
+        self._due: list[tuple[int, str]] = []
+        self._pairs = 0
+        self._high_water = -(2**62)
+        self._refused_new = 0
+        self._evicted = 0
+        self._reclaimed = 0
+        self._overflowing = False
+
+    def hit(
+        self,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_us: int | None = None,
+    ) -> Decision:
+        """Decide a hit and record it in every throttle, or in none."""
+        with self._lock:
+            now = self._advance(now_us)
+            if self._due and self._due[0][0] <= now:
+                self._reclaim_due(now)
+
+            return self._decide(identifier, throttles, cost, now, commit=True)
+
+    def peek(
+        self,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_us: int | None = None,
+    ) -> Decision:
+        """Return what ``hit`` would decide, changing nothing."""
+        with self._lock:
+            now = self._clock.now_us() if now_us is None else now_us
+            now = max(now, self._high_water)
+            return self._decide(identifier, throttles, cost, now, commit=False)
+
+    def reset(self, identifier: str, throttles: Sequence[Throttle] = ()) -> None:
+        """Forget the identifier's hits and blocks (all throttles when none given)."""
+        with self._lock:
+            client = self._clients.get(identifier)
+            if client is None:
+                return
+
+            if not throttles:
+                del self._clients[identifier]
+                self._pairs -= len(client)
+                return
+
+            for throttle in throttles:
+                if client.pop(throttle.name, None) is not None:
+                    self._pairs -= 1
+
+            if not client:
+                del self._clients[identifier]
+
+    def close(self) -> None:
+        """Nothing to release; present for the ``Storage`` protocol."""
+
+    def stats(self) -> MemoryStats:
+        """Return the current counters."""
+        with self._lock:
+            return MemoryStats(
+                clients=len(self._clients),
+                pairs=self._pairs,
+                max_pairs=self._max_pairs,
+                overflow_policy=self._policy,
+                refused_new=self._refused_new,
+                evicted=self._evicted,
+                reclaimed=self._reclaimed,
+            )
+
+    def _advance(self, now_us: int | None) -> int:
+        now = self._clock.now_us() if now_us is None else now_us
+        if now < self._high_water:
+            return self._high_water
+
+        self._high_water = now
+        return now
+
+    def _decide(
+        self,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now: int,
+        *,
+        commit: bool,
+    ) -> Decision:
+        client = self._clients.get(identifier)
+        pairs = [client.get(t.name) if client else None for t in throttles]
+        verdicts = []
+        allowed = True
+        for throttle, pair in zip(throttles, pairs, strict=True):
+            if pair is None:
+                times, blocked_until = _NO_TIMES, 0
+            else:
+                times, blocked_until = pair.times, pair.blocked_until
+
+            verdict = judge(
+                times, blocked_until, now, throttle.limit, throttle.ttl_ms * 1000, cost
+            )
+            verdicts.append(verdict)
+            allowed = allowed and verdict[0] is Outcome.ADMITTED
+
+        recorded = commit and allowed and cost > 0
+        if recorded and not self._make_room(identifier, pairs, now):
+            return self._refuse_capacity(throttles, verdicts, cost, now)
+
+        if commit and client is not None:
+            self._clients.move_to_end(identifier)
+
+        records = []
+        for throttle, pair, verdict in zip(throttles, pairs, verdicts, strict=True):
+            records.append(
+                self._settle(identifier, throttle, pair, verdict, cost, now, commit)
+            )
+
+        return combine(records)
+
+    def _settle(
+        self,
+        identifier: str,
+        throttle: Throttle,
+        pair: _Pair | None,
+        verdict: tuple[Outcome, int, int, int],
+        cost: int,
+        now: int,
+        commit: bool,
+    ) -> ThrottleRecord:
+        outcome, expired, in_window, wait = verdict
+        ttl_us = throttle.ttl_ms * 1000
+        recorded = False
+        if commit and outcome is Outcome.ADMITTED and cost > 0:
+            pair = self._record(identifier, throttle, pair, expired, cost, now)
+            recorded = True
+        elif commit and outcome is Outcome.LIMIT_REACHED and throttle.block_duration_ms:
+            assert pair is not None  # a full window means the pair has hits
+            block_us = throttle.block_duration_ms * US_PER_MS
+            pair.blocked_until = now + block_us
+            wait = max(wait, block_us)
+
+        if pair is not None and in_window:
+            oldest = pair.times[len(pair.times) - in_window - (cost if recorded else 0)]
+            expires_in = oldest + ttl_us - now
+        else:
+            expires_in = ttl_us if recorded else 0
+
+        return make_record(
+            throttle.name,
+            throttle.limit,
+            outcome,
+            in_window,
+            cost,
+            wait,
+            expires_in,
+            recorded,
+        )
+
+    def _record(
+        self,
+        identifier: str,
+        throttle: Throttle,
+        pair: _Pair | None,
+        expired: int,
+        cost: int,
+        now: int,
+    ) -> _Pair:
+        ttl_us = throttle.ttl_ms * 1000
+        if pair is None:
+            pair = _Pair(ttl_us)
+            self._add_pair(identifier, throttle.name, pair, now + ttl_us)
+        else:
+            pair.ttl_us = ttl_us
+
+        times = pair.times
+        # Expired hits never count again (the clock does not go back), and a
+        # lowered limit keeps only the newest admissions.
+        drop = max(expired, len(times) + cost - throttle.limit)
+        if drop > 0:
+            del times[:drop]
+
+        if cost == 1:
+            times.append(now)
+        else:
+            times.extend([now] * cost)
+
+        return pair
+
+    def _add_pair(self, identifier: str, name: str, pair: _Pair, due: int) -> None:
+        client = self._clients.get(identifier)
+        if client is None:
+            client = self._clients[identifier] = {}
+            heapq.heappush(self._due, (due, identifier))
+            if len(self._due) > 2 * len(self._clients) + 1024:
+                self._rebuild_due()
+
+        client[name] = pair
+        self._pairs += 1
+
+    def _make_room(self, identifier: str, pairs: list[_Pair | None], now: int) -> bool:
+        needed = pairs.count(None)
+        if not needed or self._pairs + needed <= self._max_pairs:
+            return True
+
+        if self._policy is OverflowPolicy.EVICT_LRU:
+            self._evict(identifier, needed, now)
+
+        if self._pairs + needed <= self._max_pairs:
+            return True
+
+        self._refused_new += 1
+        if not self._overflowing:
+            self._overflowing = True
+            logger.warning(
+                "memory storage is full (%d pairs tracked, max_pairs=%d, "
+                "overflow=%s): refusing new clients until pairs expire",
+                self._pairs,
+                self._max_pairs,
+                self._policy.value,
+            )
+
+        return False
+
+    def _evict(self, identifier: str, needed: int, now: int) -> None:
+        if not self._overflowing:
+            self._overflowing = True
+            logger.warning(
+                "memory storage is full (%d pairs, max_pairs=%d): evicting the "
+                "least recently used clients",
+                self._pairs,
+                self._max_pairs,
+            )
+
+        for _ in range(len(self._clients)):
+            if self._pairs + needed <= self._max_pairs:
+                return
+
+            oldest, client = next(iter(self._clients.items()))
+            if oldest == identifier or any(
+                p.blocked_until > now for p in client.values()
+            ):
+                self._clients.move_to_end(oldest)
+                continue
+
+            del self._clients[oldest]
+            self._pairs -= len(client)
+            self._evicted += len(client)
+
+    def _refuse_capacity(
+        self,
+        throttles: Sequence[Throttle],
+        verdicts: list[tuple[Outcome, int, int, int]],
+        cost: int,
+        now: int,
+    ) -> Decision:
+        # Room appears at the latest when the next tracked client expires.
+        wait = max(self._due[0][0] - now, 1) if self._due else 1
+        records = [
+            make_record(t.name, t.limit, Outcome.CAPACITY, v[2], cost, wait, 0, False)
+            for t, v in zip(throttles, verdicts, strict=True)
+        ]
+        return combine(records)
+
+    def _reclaim_due(self, now: int) -> None:
+        due = self._due
+        while due and due[0][0] <= now:
+            _, identifier = heapq.heappop(due)
+            client = self._clients.get(identifier)
+            if client is None:
+                continue
+
+            expires = max((p.expires_at() for p in client.values()), default=0)
+            if expires > now:
+                heapq.heappush(due, (expires, identifier))
+                continue
+
+            del self._clients[identifier]
+            self._pairs -= len(client)
+            self._reclaimed += len(client)
+
+        if self._overflowing and self._pairs < self._max_pairs:
+            self._overflowing = False
+            logger.warning(
+                "memory storage has room again (%d of %d pairs)",
+                self._pairs,
+                self._max_pairs,
+            )
+
+    def _rebuild_due(self) -> None:
+        self._due = [
+            (max((p.expires_at() for p in c.values()), default=0), identifier)
+            for identifier, c in self._clients.items()
+        ]
+        heapq.heapify(self._due)
+
+
+class AsyncMemoryStorage:
+    """
+    The asyncio face of ``MemoryStorage``; every call delegates to it.
+
+    A decision holds the lock for microseconds and does no I/O, so calling the
+    synchronous storage from the event loop does not block it.
+
+    Args:
+        storage: The storage to share (a new ``MemoryStorage`` otherwise).
+        clock: Passed to the new storage when ``storage`` is not given.
+        max_pairs: Passed to the new storage when ``storage`` is not given.
+        overflow: Passed to the new storage when ``storage`` is not given.
+    """
+
+    def __init__(
+        self,
+        storage: MemoryStorage | None = None,
+        *,
+        clock: Clock | None = None,
+        max_pairs: int = 100_000,
+        overflow: OverflowPolicy | str = OverflowPolicy.REJECT_NEW,
+    ) -> None:
+        if storage is None:
+            storage = MemoryStorage(clock=clock, max_pairs=max_pairs, overflow=overflow)
+
+        self.sync = storage
+
+    async def hit(
+        self,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_us: int | None = None,
+    ) -> Decision:
+        """Decide a hit and record it in every throttle, or in none."""
+        return self.sync.hit(identifier, throttles, cost, now_us)
+
+    async def peek(
+        self,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_us: int | None = None,
+    ) -> Decision:
+        """Return what ``hit`` would decide, changing nothing."""
+        return self.sync.peek(identifier, throttles, cost, now_us)
+
+    async def reset(self, identifier: str, throttles: Sequence[Throttle] = ()) -> None:
+        """Forget the identifier's hits and blocks (all throttles when none given)."""
+        self.sync.reset(identifier, throttles)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    def stats(self) -> MemoryStats:
+        """Return the current counters."""
+        return self.sync.stats()

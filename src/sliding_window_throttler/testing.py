@@ -1,0 +1,7 @@
+"""Helpers for testing applications that use the throttler."""
+
+from __future__ import annotations
+
+from .core.clock import ManualClock
+
+__all__ = ["ManualClock"]

@@ -1,0 +1,213 @@
+"""
+The facade: ``Throttler`` and ``AsyncThrottler`` over a storage.
+
+Both faces share ``_ThrottlerCore``, which validates arguments and turns them
+into the storage's terms; the faces only call the storage, one with ``await``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .core.decision import Decision
+from .core.rate import Throttle
+from .errors import ConfigurationError, KeyGenerationError
+from .storage.base import AsyncStorage, Storage
+from .storage.memory import AsyncMemoryStorage, MemoryStorage
+
+MAX_IDENTIFIER_LENGTH = 65_536
+
+_Call = tuple[str, tuple[Throttle, ...], int, int | None]
+
+
+class _ThrottlerCore:
+    """What both faces do around a storage call."""
+
+    __slots__ = ()
+
+    def prepare(
+        self,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_ms: float | None,
+    ) -> _Call:
+        """Validate a call and return ``(identifier, throttles, cost, now_us)``."""
+        check_identifier(identifier)
+        checked = check_throttles(throttles)
+        if isinstance(cost, bool) or not isinstance(cost, int):
+            raise ConfigurationError(
+                "cost", f"cost must be a whole number of hits, got {cost!r}"
+            )
+
+        if cost < 0:
+            raise ConfigurationError("cost", f"cost must not be negative, got {cost}")
+
+        return identifier, checked, cost, None if now_ms is None else _ms_to_us(now_ms)
+
+
+def check_identifier(identifier: object) -> None:
+    """Raise ``KeyGenerationError`` unless ``identifier`` can key a client."""
+    if not isinstance(identifier, str):
+        raise KeyGenerationError(
+            f"identifier must be a string, got {type(identifier).__name__}",
+            context={"identifier_type": type(identifier).__name__},
+        )
+
+    if not identifier or len(identifier) > MAX_IDENTIFIER_LENGTH:
+        raise KeyGenerationError(
+            f"identifier must have 1 to 65,536 characters, got {len(identifier):,}",
+            context={"identifier_length": len(identifier)},
+        )
+
+
+def check_throttles(throttles: Sequence[Throttle]) -> tuple[Throttle, ...]:
+    """Return the throttles as a tuple, refusing none, non-throttles and twins."""
+    if not throttles:
+        raise ConfigurationError(
+            "throttles", "hit() needs at least one Throttle after the identifier"
+        )
+
+    for throttle in throttles:
+        if not isinstance(throttle, Throttle):
+            raise ConfigurationError(
+                "throttles",
+                f"expected Throttle objects, got {type(throttle).__name__} "
+                f"{throttle!r}",
+            )
+
+    if len(throttles) > 1:
+        names = [t.name for t in throttles]
+        twins = sorted({n for n in names if names.count(n) > 1})
+        if twins:
+            raise ConfigurationError(
+                "throttles",
+                f"throttle names must be distinct within one hit, got {twins} twice",
+            )
+
+    return tuple(throttles)
+
+
+def _ms_to_us(now_ms: float) -> int:
+    if isinstance(now_ms, bool) or not isinstance(now_ms, int | float):
+        raise ConfigurationError(
+            "now_ms", f"now_ms must be a number of milliseconds, got {now_ms!r}"
+        )
+
+    if now_ms != now_ms or now_ms in (float("inf"), float("-inf")):
+        raise ConfigurationError("now_ms", f"now_ms must be finite, got {now_ms!r}")
+
+    return round(now_ms * 1000)
+
+
+class Throttler:
+    """
+    Decide hits against one or more throttles.
+
+    ``hit("203.0.113.7", Throttle("burst", "10/second"),
+    Throttle("sustained", "100/minute"))`` admits the hit only if both admit
+    it, records it in both, and returns a ``Decision`` with one record each.
+
+    Args:
+        storage: Where state lives (default: a new ``MemoryStorage``).
+    """
+
+    def __init__(self, storage: Storage | None = None) -> None:
+        self.storage: Storage = storage if storage is not None else MemoryStorage()
+        self._core = _ThrottlerCore()
+
+    def hit(
+        self,
+        identifier: str,
+        *throttles: Throttle,
+        cost: int = 1,
+        now_ms: float | None = None,
+    ) -> Decision:
+        """
+        Decide one hit by ``identifier`` and record it if every throttle admits.
+
+        Args:
+            identifier: Who is hitting (an IP address, user id, API key...).
+            throttles: The throttles that apply; names must be distinct.
+            cost: How many hits this request counts as (0 checks without counting).
+            now_ms: An explicit time in milliseconds, for simulations; the
+                storage's clock otherwise.
+
+        Raises:
+            ConfigurationError: for bad throttles, cost or time.
+            KeyGenerationError: for an identifier that cannot key a client.
+        """
+        return self.storage.hit(
+            *self._core.prepare(identifier, throttles, cost, now_ms)
+        )
+
+    def peek(
+        self,
+        identifier: str,
+        *throttles: Throttle,
+        cost: int = 1,
+        now_ms: float | None = None,
+    ) -> Decision:
+        """Return what ``hit`` would decide now, recording nothing."""
+        return self.storage.peek(
+            *self._core.prepare(identifier, throttles, cost, now_ms)
+        )
+
+    def reset(self, identifier: str, *throttles: Throttle) -> None:
+        """Forget the hits and blocks of ``identifier`` (all throttles if none)."""
+        check_identifier(identifier)
+        self.storage.reset(identifier, check_throttles(throttles) if throttles else ())
+
+    def close(self) -> None:
+        """Close the storage."""
+        self.storage.close()
+
+
+class AsyncThrottler:
+    """
+    The asyncio face of ``Throttler``: the same methods, awaited.
+
+    Args:
+        storage: Where state lives (default: a new ``AsyncMemoryStorage``).
+    """
+
+    def __init__(self, storage: AsyncStorage | None = None) -> None:
+        self.storage: AsyncStorage = (
+            storage if storage is not None else AsyncMemoryStorage()
+        )
+        self._core = _ThrottlerCore()
+
+    async def hit(
+        self,
+        identifier: str,
+        *throttles: Throttle,
+        cost: int = 1,
+        now_ms: float | None = None,
+    ) -> Decision:
+        """Decide one hit; see ``Throttler.hit``."""
+        return await self.storage.hit(
+            *self._core.prepare(identifier, throttles, cost, now_ms)
+        )
+
+    async def peek(
+        self,
+        identifier: str,
+        *throttles: Throttle,
+        cost: int = 1,
+        now_ms: float | None = None,
+    ) -> Decision:
+        """Return what ``hit`` would decide now, recording nothing."""
+        return await self.storage.peek(
+            *self._core.prepare(identifier, throttles, cost, now_ms)
+        )
+
+    async def reset(self, identifier: str, *throttles: Throttle) -> None:
+        """Forget the hits and blocks of ``identifier`` (all throttles if none)."""
+        check_identifier(identifier)
+        await self.storage.reset(
+            identifier, check_throttles(throttles) if throttles else ()
+        )
+
+    async def close(self) -> None:
+        """Close the storage."""
+        await self.storage.close()
