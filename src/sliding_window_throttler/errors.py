@@ -4,19 +4,29 @@ Errors raised by sliding-window-throttler.
 Every error is a ``ThrottlerError``. The branches follow what the caller can do
 about it::
 
-    ThrottlerError                  code, message, severity, context, suggestion
-    ├── ConfigurationError          fix the configuration (names the field)
-    └── KeyGenerationError          fix the identifier passed to hit()
+    ThrottlerError                   code, message, severity, context, suggestion
+    ├── ConfigurationError           fix the configuration (names the field)
+    ├── KeyGenerationError           fix the identifier passed to hit()
+    ├── StorageError                 the backend failed: retry or fall back
+    │   ├── RedisConnectionError     Redis unreachable (recoverable)
+    │   │   └── StorageTimeoutError  no answer within the deadline; the hit's
+    │   │                            outcome is unknown (``outcome_unknown``)
+    │   ├── RedisFunctionError       the Lua function: not supported, load
+    │   │                            failed or execution failed (``kind``)
+    │   └── StorageOperationError    Redis answered with an error (OOM, READONLY...)
+    ├── RateLimitExceededError       a hit was refused: answer 429
+    └── SecurityViolationError       abuse detected (``violation_type``)
 
 Each error carries a stable ``code`` (``ThrottlerErrorCode``), a ``severity``,
 whether it ``is_recoverable`` (a retry or a fallback may succeed), a ``context``
-dict of details safe to log, and ``get_recovery_suggestion()``.
+dict of details safe to log (never a raw identifier or secret), the original
+exception as ``__cause__``, and ``get_recovery_suggestion()``.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class ThrottlerErrorCode(StrEnum):
@@ -24,6 +34,15 @@ class ThrottlerErrorCode(StrEnum):
 
     CONFIGURATION_INVALID = "CONFIGURATION_INVALID"
     KEY_GENERATION_FAILED = "KEY_GENERATION_FAILED"
+    STORAGE_ERROR = "STORAGE_ERROR"
+    REDIS_CONNECTION_FAILED = "REDIS_CONNECTION_FAILED"
+    REDIS_TIMEOUT = "REDIS_TIMEOUT"
+    REDIS_FUNCTION_NOT_SUPPORTED = "REDIS_FUNCTION_NOT_SUPPORTED"
+    REDIS_FUNCTION_LOAD_FAILED = "REDIS_FUNCTION_LOAD_FAILED"
+    REDIS_FUNCTION_EXECUTION_FAILED = "REDIS_FUNCTION_EXECUTION_FAILED"
+    STORAGE_OPERATION_FAILED = "STORAGE_OPERATION_FAILED"
+    RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
+    SECURITY_VIOLATION = "SECURITY_VIOLATION"
 
 
 class ErrorSeverity(StrEnum):
@@ -47,18 +66,18 @@ class ThrottlerError(Exception):
         context: Details safe to log (never raw identifiers or secrets).
     """
 
-    default_code = ThrottlerErrorCode.CONFIGURATION_INVALID
+    default_code = ThrottlerErrorCode.STORAGE_ERROR
     default_severity = ErrorSeverity.MEDIUM
     default_recoverable = False
-    suggestion = "See the error message and its context."
+    suggestion = "Read the message and the context of the error."
 
     def __init__(
         self,
         message: str,
-        *,
-        code: ThrottlerErrorCode | None = None,
-        severity: ErrorSeverity | None = None,
+        code: ThrottlerErrorCode | str | None = None,
         recoverable: bool | None = None,
+        *,
+        severity: ErrorSeverity | None = None,
         context: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
@@ -104,6 +123,187 @@ class KeyGenerationError(ThrottlerError, ValueError):
         "Pass a non-empty string identifier (an IP address, user id or API key "
         "digest) of at most 65,536 characters."
     )
+
+
+class StorageError(ThrottlerError):
+    """The storage could not decide; a retry or a failure strategy may."""
+
+    default_code = ThrottlerErrorCode.STORAGE_ERROR
+    default_severity = ErrorSeverity.HIGH
+    default_recoverable = True
+    suggestion = "Check the storage backend; the failure strategy decides meanwhile."
+
+
+class RedisConnectionError(StorageError):
+    """Redis could not be reached (refused, reset, DNS, authentication)."""
+
+    default_code = ThrottlerErrorCode.REDIS_CONNECTION_FAILED
+    default_severity = ErrorSeverity.CRITICAL
+    suggestion = (
+        "Check that Redis is running and reachable at the configured address, and "
+        "that the password and TLS settings match; decisions follow the failure "
+        "strategy (fail-open, fail-closed or local) until it answers."
+    )
+
+
+class StorageTimeoutError(RedisConnectionError):
+    """
+    Redis did not answer within the deadline.
+
+    The command may still have run: ``outcome_unknown`` is True when the hit may
+    have been counted, so it must not be retried blindly.
+    """
+
+    default_code = ThrottlerErrorCode.REDIS_TIMEOUT
+    default_severity = ErrorSeverity.HIGH
+    suggestion = (
+        "Redis is slow or stalled: check its latency (SLOWLOG, CLIENT PAUSE, CPU) "
+        "or raise the command timeout if the network is slow."
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        outcome_unknown: bool = True,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            message, context={"outcome_unknown": outcome_unknown, **(context or {})}
+        )
+        self.outcome_unknown = outcome_unknown
+
+
+class RedisFunctionError(StorageError):
+    """
+    The decision function failed to load or run.
+
+    Args:
+        message: What happened.
+        kind: ``"not_supported"``, ``"load_failed"`` or ``"execution_failed"``.
+    """
+
+    _CODES: ClassVar[dict[str, ThrottlerErrorCode]] = {
+        "not_supported": ThrottlerErrorCode.REDIS_FUNCTION_NOT_SUPPORTED,
+        "load_failed": ThrottlerErrorCode.REDIS_FUNCTION_LOAD_FAILED,
+        "execution_failed": ThrottlerErrorCode.REDIS_FUNCTION_EXECUTION_FAILED,
+    }
+    _SUGGESTIONS: ClassVar[dict[str, str]] = {
+        "not_supported": (
+            "This Redis has no FUNCTION command (before 7.0) or forbids it: set "
+            "enable_redis_functions=False to use EVALSHA."
+        ),
+        "load_failed": (
+            "Loading the Lua library failed: check that the user may run FUNCTION "
+            "LOAD / SCRIPT LOAD (ACL) and that the server is not read-only."
+        ),
+        "execution_failed": (
+            "The decision function returned an error: check the arguments in the "
+            "context; report it if they are valid."
+        ),
+    }
+
+    def __init__(
+        self,
+        message: str,
+        kind: str = "execution_failed",
+        *,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        if kind not in self._CODES:
+            raise ValueError(f"unknown RedisFunctionError kind {kind!r}")
+
+        super().__init__(
+            message,
+            code=self._CODES[kind],
+            recoverable=kind != "execution_failed",
+            context={"kind": kind, **(context or {})},
+        )
+        self.kind = kind
+
+    def get_recovery_suggestion(self) -> str:
+        """Return what an operator should do about this error."""
+        return self._SUGGESTIONS[self.kind]
+
+
+class StorageOperationError(StorageError):
+    """Redis answered a command with an error (out of memory, read-only...)."""
+
+    default_code = ThrottlerErrorCode.STORAGE_OPERATION_FAILED
+    default_severity = ErrorSeverity.HIGH
+    suggestion = (
+        "Redis refused the command: for OOM raise maxmemory or pick an evicting "
+        "maxmemory-policy (volatile-ttl suits throttle keys, which all expire); for "
+        "READONLY point the client at the master."
+    )
+
+
+class RateLimitExceededError(ThrottlerError):
+    """
+    A hit was refused by a throttle: the web layer answers 429.
+
+    Args:
+        message: What was refused.
+        limit: The limit of the refusing throttle.
+        current: Hits in its window including the refused one.
+        retry_after: Seconds until a retry can succeed.
+    """
+
+    default_code = ThrottlerErrorCode.RATE_LIMIT_EXCEEDED
+    default_severity = ErrorSeverity.LOW
+    suggestion = "Wait retry_after seconds before retrying, or lower the request rate."
+
+    def __init__(
+        self,
+        message: str,
+        limit: int,
+        current: int,
+        retry_after: float,
+        *,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            context={
+                "limit": limit,
+                "current": current,
+                "retry_after": retry_after,
+                **(context or {}),
+            },
+        )
+        self.limit = limit
+        self.current = current
+        self.retry_after = retry_after
+
+
+class SecurityViolationError(ThrottlerError):
+    """
+    A client's behaviour looks like abuse.
+
+    Args:
+        message: What was seen.
+        violation_type: A short stable name such as ``"rate_abuse"``.
+    """
+
+    default_code = ThrottlerErrorCode.SECURITY_VIOLATION
+    default_severity = ErrorSeverity.HIGH
+    default_recoverable = True
+    suggestion = (
+        "Review the client's traffic in the security log; a lockdown strategy "
+        "blocks it for the configured time."
+    )
+
+    def __init__(
+        self,
+        message: str,
+        violation_type: str,
+        *,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            message, context={"violation_type": violation_type, **(context or {})}
+        )
+        self.violation_type = violation_type
 
 
 def is_throttler_error(error: object) -> bool:
