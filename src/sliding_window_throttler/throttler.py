@@ -8,16 +8,25 @@ into the storage's terms; the faces only call the storage, one with ``await``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from .core.decision import Decision
-from .core.rate import Throttle
+from .core.rate import Duration, Throttle
 from .errors import ConfigurationError, KeyGenerationError
+from .recovery import (
+    AsyncResilientStorage,
+    CircuitBreaker,
+    ExponentialBackoff,
+    FailureMode,
+    RecoveryStrategy,
+    ResilientStorage,
+)
 from .storage.base import AsyncStorage, Storage
 from .storage.memory import AsyncMemoryStorage, MemoryStorage
 
 MAX_IDENTIFIER_LENGTH = 65_536
 
-_Call = tuple[str, tuple[Throttle, ...], int, int | None]
+_Call = tuple[str, Sequence[Throttle], int, int | None]
 
 
 class _ThrottlerCore:
@@ -33,6 +42,19 @@ class _ThrottlerCore:
         now_ms: float | None,
     ) -> _Call:
         """Validate a call and return ``(identifier, throttles, cost, now_us)``."""
+        if (
+            type(identifier) is str
+            and 0 < len(identifier) <= MAX_IDENTIFIER_LENGTH
+            and type(cost) is int
+            and cost >= 0
+            and now_ms is None
+            and len(throttles) == 1
+            and type(throttles[0]) is Throttle
+        ):
+            # The common case, checked without a call; anything else takes the
+            # full checks below, which explain what is wrong.
+            return identifier, throttles, cost, None
+
         check_identifier(identifier)
         checked = check_throttles(throttles)
         if isinstance(cost, bool) or not isinstance(cost, int):
@@ -88,6 +110,22 @@ def check_throttles(throttles: Sequence[Throttle]) -> tuple[Throttle, ...]:
     return tuple(throttles)
 
 
+def resilience_options(
+    failure_strategy: FailureMode | str | RecoveryStrategy | None,
+    breaker: CircuitBreaker | None,
+    retry: ExponentialBackoff | None,
+    deadline: Duration | None,
+) -> dict[str, Any]:
+    """The arguments given for a resilient storage; empty when none was."""
+    given = {
+        "failure_strategy": failure_strategy,
+        "breaker": breaker,
+        "retry": retry,
+        "deadline": deadline,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def _ms_to_us(now_ms: float) -> int:
     if isinstance(now_ms, bool) or not isinstance(now_ms, int | float):
         raise ConfigurationError(
@@ -110,10 +148,32 @@ class Throttler:
 
     Args:
         storage: Where state lives (default: a new ``MemoryStorage``).
+        failure_strategy: What decides when the storage fails:
+            ``"fail-open"``, ``"fail-closed"``, ``"local"`` or a strategy.
+        breaker: The circuit breaker around the storage.
+        retry: Retry attempts and backoff for calls that are safe to retry.
+        deadline: The longest a decision may take, retries included.
+
+    Giving any of the last four wraps the storage in a ``ResilientStorage``
+    (the others take its defaults); giving none leaves it bare, and storage
+    errors reach the caller.
     """
 
-    def __init__(self, storage: Storage | None = None) -> None:
-        self.storage: Storage = storage if storage is not None else MemoryStorage()
+    def __init__(
+        self,
+        storage: Storage | None = None,
+        *,
+        failure_strategy: FailureMode | str | RecoveryStrategy | None = None,
+        breaker: CircuitBreaker | None = None,
+        retry: ExponentialBackoff | None = None,
+        deadline: Duration | None = None,
+    ) -> None:
+        storage = storage if storage is not None else MemoryStorage()
+        options = resilience_options(failure_strategy, breaker, retry, deadline)
+        if options:
+            storage = ResilientStorage(storage, **options)
+
+        self.storage: Storage = storage
         self._core = _ThrottlerCore()
 
     def hit(
@@ -169,12 +229,28 @@ class AsyncThrottler:
 
     Args:
         storage: Where state lives (default: a new ``AsyncMemoryStorage``).
+        failure_strategy: See ``Throttler``.
+        breaker: See ``Throttler``.
+        retry: See ``Throttler``.
+        deadline: See ``Throttler``; the async face also cuts a storage call
+            still running at the deadline.
     """
 
-    def __init__(self, storage: AsyncStorage | None = None) -> None:
-        self.storage: AsyncStorage = (
-            storage if storage is not None else AsyncMemoryStorage()
-        )
+    def __init__(
+        self,
+        storage: AsyncStorage | None = None,
+        *,
+        failure_strategy: FailureMode | str | RecoveryStrategy | None = None,
+        breaker: CircuitBreaker | None = None,
+        retry: ExponentialBackoff | None = None,
+        deadline: Duration | None = None,
+    ) -> None:
+        storage = storage if storage is not None else AsyncMemoryStorage()
+        options = resilience_options(failure_strategy, breaker, retry, deadline)
+        if options:
+            storage = AsyncResilientStorage(storage, **options)
+
+        self.storage: AsyncStorage = storage
         self._core = _ThrottlerCore()
 
     async def hit(

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
 from enum import StrEnum
+from typing import Any, NamedTuple
+
+US_PER_S = 1_000_000
+NEVER = -1
+"""A wait that never ends (the cost is above the limit)."""
 
 
 class Outcome(StrEnum):
@@ -21,8 +26,7 @@ class Outcome(StrEnum):
     """The storage tracks as many clients as it may and refuses new ones."""
 
 
-@dataclass(frozen=True, slots=True)
-class ThrottleRecord:
+class ThrottleRecord(NamedTuple):
     """
     What one throttle says about one hit.
 
@@ -57,17 +61,94 @@ class ThrottleRecord:
     outcome: Outcome
 
 
-@dataclass(frozen=True, slots=True)
+RawRecord = tuple[str, int, Outcome, int, int, int, int, bool]
+"""The arguments of ``make_record``: what a storage knows after deciding."""
+
+
+def ceil_seconds(us: int) -> int:
+    """Whole seconds, rounded up, in ``us`` microseconds (``us >= 0``)."""
+    return -(-us // US_PER_S)
+
+
+def make_record(
+    name: str,
+    limit: int,
+    outcome: Outcome,
+    in_window: int,
+    cost: int,
+    wait_us: int,
+    oldest_expires_in_us: int,
+    recorded: bool,
+) -> ThrottleRecord:
+    """
+    Build the record of one throttle from the raw numbers of a decision.
+
+    Args:
+        name: The throttle's name.
+        limit: Its limit.
+        outcome: What the storage decided for this throttle.
+        in_window: Admitted hits in the window before this one.
+        cost: The cost of this hit.
+        wait_us: 0 when admitted, ``NEVER``, or the time until a retry succeeds.
+        oldest_expires_in_us: Time until the oldest counted hit leaves the
+            window after this decision (0 when the window is empty).
+        recorded: The hit was recorded (every throttle admitted it).
+    """
+    admitted = outcome is Outcome.ADMITTED
+    if outcome is Outcome.BLOCKED:
+        remaining = 0
+    else:
+        remaining = max(0, limit - in_window - (cost if recorded else 0))
+
+    if admitted:
+        retry_after, block_left = 0.0, -1
+    elif wait_us == NEVER:
+        retry_after, block_left = math.inf, -1
+    else:
+        retry_after, block_left = wait_us / US_PER_S, ceil_seconds(wait_us)
+
+    return ThrottleRecord(
+        name,
+        limit,
+        in_window + cost,
+        remaining,
+        ceil_seconds(oldest_expires_in_us),
+        not admitted,
+        block_left,
+        retry_after,
+        outcome,
+    )
+
+
+_ADMITTED = Outcome.ADMITTED
+
+
+def _overall(raw: Sequence[RawRecord]) -> tuple[bool, int]:
+    """Whether every throttle admitted, and the longest wait of the others."""
+    allowed = True
+    longest = 0
+    for r in raw:
+        if r[2] is not _ADMITTED:
+            allowed = False
+            wait = r[5]
+            if wait == NEVER or longest == NEVER:
+                longest = NEVER
+            elif wait > longest:
+                longest = wait
+
+    return allowed, longest
+
+
 class Decision:
     """
     The overall answer to a hit over one or more throttles.
 
     A hit is allowed only if every throttle admits it; it is then recorded in all
-    of them, otherwise in none.
+    of them, otherwise in none. Treat a decision as read-only.
 
     Attributes:
         allowed: Every throttle admitted the hit.
-        records: One record per throttle, in the order they were given.
+        records: One ``ThrottleRecord`` per throttle, in the order given.
         retry_after: Seconds until a retry can succeed (the longest wait of the
             refusing throttles; 0 when allowed, ``math.inf`` when never).
         degraded: The decision did not come from the configured storage (a
@@ -75,11 +156,63 @@ class Decision:
         strategy: The name of the strategy that made a degraded decision.
     """
 
+    # Records are built on first access: most callers only read `allowed`, and
+    # building them costs more than the decision itself.
+    __slots__ = ("_raw", "_records", "allowed", "degraded", "retry_after", "strategy")
+
     allowed: bool
-    records: tuple[ThrottleRecord, ...]
     retry_after: float
-    degraded: bool = False
-    strategy: str | None = None
+    degraded: bool
+    strategy: str | None
+    _raw: Sequence[RawRecord]
+    _records: tuple[ThrottleRecord, ...] | None
+
+    def __init__(
+        self,
+        allowed: bool,
+        records: Sequence[ThrottleRecord],
+        retry_after: float,
+        degraded: bool = False,
+        strategy: str | None = None,
+    ) -> None:
+        self.allowed = allowed
+        self.retry_after = retry_after
+        self.degraded = degraded
+        self.strategy = strategy
+        self._raw = ()
+        self._records = tuple(records)
+
+    @classmethod
+    def from_raw(cls, raw: Sequence[RawRecord]) -> Decision:
+        """
+        The decision over raw per-throttle numbers (see ``make_record``).
+
+        Allowed only if every throttle admitted; the retry-after is the longest
+        wait of the refusing throttles.
+        """
+        decision = cls.__new__(cls)
+        if len(raw) == 1:
+            only = raw[0]
+            allowed = only[2] is _ADMITTED
+            longest = 0 if allowed else only[5]
+        else:
+            allowed, longest = _overall(raw)
+
+        decision.allowed = allowed
+        decision.retry_after = math.inf if longest == NEVER else longest / US_PER_S
+        decision.degraded = False
+        decision.strategy = None
+        decision._raw = raw
+        decision._records = None
+        return decision
+
+    @property
+    def records(self) -> tuple[ThrottleRecord, ...]:
+        """One record per throttle, in the order they were given."""
+        if self._records is None:
+            self._records = tuple(make_record(*r) for r in self._raw)
+
+        return self._records
 
     @property
     def limiting(self) -> ThrottleRecord:
@@ -95,5 +228,26 @@ class Decision:
         return not math.isinf(self.retry_after)
 
     def as_degraded(self, strategy: str) -> Decision:
-        """Return this decision marked as made by a failure strategy."""
-        return replace(self, degraded=True, strategy=strategy)
+        """Return a copy of this decision marked as made by a failure strategy."""
+        return Decision(self.allowed, self.records, self.retry_after, True, strategy)
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+
+        return (
+            self.allowed == other.allowed
+            and self.retry_after == other.retry_after
+            and self.degraded == other.degraded
+            and self.strategy == other.strategy
+            and self.records == other.records
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        extra = f", degraded=True, strategy={self.strategy!r}" if self.degraded else ""
+        return (
+            f"Decision(allowed={self.allowed}, retry_after={self.retry_after}, "
+            f"records={list(self.records)!r}{extra})"
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from ..errors import ConfigurationError
@@ -186,6 +186,8 @@ class Throttle:
     limit: int
     ttl_ms: int
     block_duration_ms: int
+    ttl_us: int = field(init=False, repr=False, compare=False)
+    block_duration_us: int = field(init=False, repr=False, compare=False)
 
     def __init__(
         self,
@@ -219,11 +221,10 @@ class Throttle:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "limit", _check_limit(name, count))
         object.__setattr__(self, "ttl_ms", _check_window(name, ttl_ms, ttl))
-        object.__setattr__(
-            self,
-            "block_duration_ms",
-            parse_duration_ms(block_duration, field="block_duration"),
-        )
+        block_ms = parse_duration_ms(block_duration, field="block_duration")
+        object.__setattr__(self, "block_duration_ms", block_ms)
+        object.__setattr__(self, "ttl_us", self.ttl_ms * 1000)
+        object.__setattr__(self, "block_duration_us", block_ms * 1000)
 
     @property
     def ttl(self) -> float:

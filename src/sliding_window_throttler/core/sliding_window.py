@@ -14,17 +14,30 @@ Everything here is pure: times arrive as arguments, nothing is read or stored.
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_right
 from collections.abc import Sequence
 
-from .decision import Decision, Outcome, ThrottleRecord
-
-NEVER = -1
-"""A wait that never ends (the cost is above the limit)."""
+from .decision import (
+    NEVER,
+    US_PER_S,
+    Decision,
+    Outcome,
+    ThrottleRecord,
+    ceil_seconds,
+    make_record,
+)
 
 US_PER_MS = 1_000
-US_PER_S = 1_000_000
+
+__all__ = [
+    "NEVER",
+    "US_PER_MS",
+    "US_PER_S",
+    "ceil_seconds",
+    "combine",
+    "judge",
+    "make_record",
+]
 
 
 def judge(
@@ -74,65 +87,10 @@ def judge(
     return Outcome.ADMITTED, expired, in_window, 0
 
 
-def ceil_seconds(us: int) -> int:
-    """Whole seconds, rounded up, in ``us`` microseconds (``us >= 0``)."""
-    return -(-us // US_PER_S)
-
-
-def make_record(
-    name: str,
-    limit: int,
-    outcome: Outcome,
-    in_window: int,
-    cost: int,
-    wait_us: int,
-    oldest_expires_in_us: int,
-    recorded: bool,
-) -> ThrottleRecord:
-    """
-    Build the record of one throttle from the raw numbers of a decision.
-
-    Args:
-        name: The throttle's name.
-        limit: Its limit.
-        outcome: What ``judge`` (or the Redis function) decided.
-        in_window: Admitted hits in the window before this one.
-        cost: The cost of this hit.
-        wait_us: The wait from ``judge`` (0, ``NEVER`` or positive).
-        oldest_expires_in_us: Time until the oldest counted hit leaves the
-            window after this decision (0 when the window is empty).
-        recorded: The hit was recorded (every throttle admitted it).
-    """
-    admitted = outcome is Outcome.ADMITTED
-    if outcome is Outcome.BLOCKED:
-        remaining = 0
-    else:
-        remaining = max(0, limit - in_window - (cost if recorded else 0))
-
-    if admitted:
-        retry_after, block_left = 0.0, -1
-    elif wait_us == NEVER:
-        retry_after, block_left = math.inf, -1
-    else:
-        retry_after, block_left = wait_us / US_PER_S, ceil_seconds(wait_us)
-
-    return ThrottleRecord(
-        name,
-        limit,
-        in_window + cost,
-        remaining,
-        ceil_seconds(oldest_expires_in_us),
-        not admitted,
-        block_left,
-        retry_after,
-        outcome,
-    )
-
-
 def combine(records: Sequence[ThrottleRecord]) -> Decision:
-    """The overall decision: allowed only if every throttle admitted."""
+    """The overall decision over built records: allowed only if all admitted."""
     refused = [r.retry_after for r in records if r.is_blocked]
     if not refused:
-        return Decision(True, tuple(records), 0.0)
+        return Decision(True, records, 0.0)
 
-    return Decision(False, tuple(records), max(refused))
+    return Decision(False, records, max(refused))

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ..core.clock import Clock, MonotonicClock
-from ..core.decision import Decision, Outcome, ThrottleRecord
+from ..core.decision import Decision, Outcome
 from ..core.rate import Throttle
-from ..core.sliding_window import US_PER_MS, combine, judge, make_record
+from ..core.sliding_window import judge
 from ..errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,36 @@ class _Pair:
 
 
 _Client = dict[str, _Pair]
+_ADMITTED = Outcome.ADMITTED
+_LIMIT_REACHED = Outcome.LIMIT_REACHED
+
+
+def _judge(
+    pair: _Pair | None, throttle: Throttle, cost: int, now: int
+) -> tuple[Outcome, int, int, int]:
+    if pair is None:
+        return judge(_NO_TIMES, 0, now, throttle.limit, throttle.ttl_us, cost)
+
+    return judge(
+        pair.times, pair.blocked_until, now, throttle.limit, throttle.ttl_us, cost
+    )
+
+
+def _expires_in(
+    pair: _Pair | None,
+    throttle: Throttle,
+    in_window: int,
+    cost: int,
+    now: int,
+    recorded: bool,
+) -> int:
+    """Time until the oldest counted hit leaves the window after a decision."""
+    if pair is None or not in_window:
+        return throttle.ttl_us if recorded and cost else 0
+
+    times = pair.times
+    oldest = times[len(times) - in_window - (cost if recorded else 0)]
+    return oldest + throttle.ttl_us - now
 
 
 class MemoryStorage:
@@ -138,6 +168,7 @@ class MemoryStorage:
         self._evicted = 0
         self._reclaimed = 0
         self._overflowing = False
+        self._lru = self._policy is OverflowPolicy.EVICT_LRU
 
     def hit(
         self,
@@ -148,9 +179,17 @@ class MemoryStorage:
     ) -> Decision:
         """Decide a hit and record it in every throttle, or in none."""
         with self._lock:
-            now = self._advance(now_us)
+            now = self._clock.now_us() if now_us is None else now_us
+            if now < self._high_water:
+                now = self._high_water
+            else:
+                self._high_water = now
+
             if self._due and self._due[0][0] <= now:
                 self._reclaim_due(now)
+
+            if len(throttles) == 1:
+                return self._decide_one(identifier, throttles[0], cost, now, True)
 
             return self._decide(identifier, throttles, cost, now, commit=True)
 
@@ -165,6 +204,9 @@ class MemoryStorage:
         with self._lock:
             now = self._clock.now_us() if now_us is None else now_us
             now = max(now, self._high_water)
+            if len(throttles) == 1:
+                return self._decide_one(identifier, throttles[0], cost, now, False)
+
             return self._decide(identifier, throttles, cost, now, commit=False)
 
     def reset(self, identifier: str, throttles: Sequence[Throttle] = ()) -> None:
@@ -202,14 +244,6 @@ class MemoryStorage:
                 reclaimed=self._reclaimed,
             )
 
-    def _advance(self, now_us: int | None) -> int:
-        now = self._clock.now_us() if now_us is None else now_us
-        if now < self._high_water:
-            return self._high_water
-
-        self._high_water = now
-        return now
-
     def _decide(
         self,
         identifier: str,
@@ -220,74 +254,106 @@ class MemoryStorage:
         commit: bool,
     ) -> Decision:
         client = self._clients.get(identifier)
-        pairs = [client.get(t.name) if client else None for t in throttles]
-        verdicts = []
-        allowed = True
-        for throttle, pair in zip(throttles, pairs, strict=True):
-            if pair is None:
-                times, blocked_until = _NO_TIMES, 0
-            else:
-                times, blocked_until = pair.times, pair.blocked_until
-
-            verdict = judge(
-                times, blocked_until, now, throttle.limit, throttle.ttl_ms * 1000, cost
-            )
-            verdicts.append(verdict)
-            allowed = allowed and verdict[0] is Outcome.ADMITTED
-
-        recorded = commit and allowed and cost > 0
-        if recorded and not self._make_room(identifier, pairs, now):
-            return self._refuse_capacity(throttles, verdicts, cost, now)
-
-        if commit and client is not None:
+        if commit and client is not None and self._lru:
             self._clients.move_to_end(identifier)
 
-        records = []
+        pairs = [client.get(t.name) if client else None for t in throttles]
+        verdicts = [
+            _judge(p, t, cost, now) for p, t in zip(pairs, throttles, strict=True)
+        ]
+        allowed = all(v[0] is _ADMITTED for v in verdicts)
+        recorded = commit and allowed and cost > 0
+        if recorded and None in pairs and not self._make_room(identifier, pairs, now):
+            return self._refuse_capacity(throttles, verdicts, cost, now)
+
+        raw = []
         for throttle, pair, verdict in zip(throttles, pairs, verdicts, strict=True):
-            records.append(
-                self._settle(identifier, throttle, pair, verdict, cost, now, commit)
+            outcome, expired, in_window, wait = verdict
+            if recorded:
+                pair = self._record(identifier, throttle, pair, expired, cost, now)
+            elif commit and outcome is _LIMIT_REACHED:
+                wait = self._start_block(throttle, pair, now, wait)
+
+            expires_in = _expires_in(pair, throttle, in_window, cost, now, recorded)
+            raw.append(
+                (
+                    throttle.name,
+                    throttle.limit,
+                    outcome,
+                    in_window,
+                    cost,
+                    wait,
+                    expires_in,
+                    recorded,
+                )
             )
 
-        return combine(records)
+        return Decision.from_raw(raw)
 
-    def _settle(
-        self,
-        identifier: str,
-        throttle: Throttle,
-        pair: _Pair | None,
-        verdict: tuple[Outcome, int, int, int],
-        cost: int,
-        now: int,
-        commit: bool,
-    ) -> ThrottleRecord:
-        outcome, expired, in_window, wait = verdict
-        ttl_us = throttle.ttl_ms * 1000
-        recorded = False
-        if commit and outcome is Outcome.ADMITTED and cost > 0:
-            pair = self._record(identifier, throttle, pair, expired, cost, now)
-            recorded = True
-        elif commit and outcome is Outcome.LIMIT_REACHED and throttle.block_duration_ms:
-            assert pair is not None  # a full window means the pair has hits
-            block_us = throttle.block_duration_ms * US_PER_MS
-            pair.blocked_until = now + block_us
-            wait = max(wait, block_us)
-
-        if pair is not None and in_window:
-            oldest = pair.times[len(pair.times) - in_window - (cost if recorded else 0)]
-            expires_in = oldest + ttl_us - now
+    def _decide_one(
+        self, identifier: str, throttle: Throttle, cost: int, now: int, commit: bool
+    ) -> Decision:
+        # The same steps as _decide, without its lists: most hits carry one
+        # throttle.
+        client = self._clients.get(identifier)
+        if client is None:
+            pair = None
+            verdict = judge(_NO_TIMES, 0, now, throttle.limit, throttle.ttl_us, cost)
         else:
-            expires_in = ttl_us if recorded else 0
+            if commit and self._lru:
+                self._clients.move_to_end(identifier)
 
-        return make_record(
-            throttle.name,
-            throttle.limit,
-            outcome,
-            in_window,
-            cost,
-            wait,
-            expires_in,
-            recorded,
+            pair = client.get(throttle.name)
+            if pair is None:
+                verdict = judge(
+                    _NO_TIMES, 0, now, throttle.limit, throttle.ttl_us, cost
+                )
+            else:
+                verdict = judge(
+                    pair.times,
+                    pair.blocked_until,
+                    now,
+                    throttle.limit,
+                    throttle.ttl_us,
+                    cost,
+                )
+
+        outcome, expired, in_window, wait = verdict
+        recorded = commit and outcome is _ADMITTED and cost > 0
+        if recorded:
+            if pair is None and not self._make_room(identifier, [None], now):
+                return self._refuse_capacity((throttle,), [verdict], cost, now)
+
+            pair = self._record(identifier, throttle, pair, expired, cost, now)
+        elif commit and outcome is _LIMIT_REACHED and throttle.block_duration_us:
+            wait = self._start_block(throttle, pair, now, wait)
+
+        expires_in = _expires_in(pair, throttle, in_window, cost, now, recorded)
+        return Decision.from_raw(
+            (
+                (
+                    throttle.name,
+                    throttle.limit,
+                    outcome,
+                    in_window,
+                    cost,
+                    wait,
+                    expires_in,
+                    recorded,
+                ),
+            )
         )
+
+    def _start_block(
+        self, throttle: Throttle, pair: _Pair | None, now: int, wait: int
+    ) -> int:
+        block_us = throttle.block_duration_us
+        if not block_us:
+            return wait
+
+        assert pair is not None  # a full window means the pair has hits
+        pair.blocked_until = now + block_us
+        return max(wait, block_us)
 
     def _record(
         self,
@@ -298,12 +364,11 @@ class MemoryStorage:
         cost: int,
         now: int,
     ) -> _Pair:
-        ttl_us = throttle.ttl_ms * 1000
         if pair is None:
-            pair = _Pair(ttl_us)
-            self._add_pair(identifier, throttle.name, pair, now + ttl_us)
+            pair = _Pair(throttle.ttl_us)
+            self._add_pair(identifier, throttle.name, pair, now + throttle.ttl_us)
         else:
-            pair.ttl_us = ttl_us
+            pair.ttl_us = throttle.ttl_us
 
         times = pair.times
         # Expired hits never count again (the clock does not go back), and a
@@ -388,11 +453,12 @@ class MemoryStorage:
     ) -> Decision:
         # Room appears at the latest when the next tracked client expires.
         wait = max(self._due[0][0] - now, 1) if self._due else 1
-        records = [
-            make_record(t.name, t.limit, Outcome.CAPACITY, v[2], cost, wait, 0, False)
-            for t, v in zip(throttles, verdicts, strict=True)
-        ]
-        return combine(records)
+        return Decision.from_raw(
+            [
+                (t.name, t.limit, Outcome.CAPACITY, v[2], cost, wait, 0, False)
+                for t, v in zip(throttles, verdicts, strict=True)
+            ]
+        )
 
     def _reclaim_due(self, now: int) -> None:
         due = self._due
