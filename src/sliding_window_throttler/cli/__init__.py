@@ -1,16 +1,204 @@
-"""The ``swt`` command line."""
+"""
+The ``swt`` command line.
+
+Every error a user can cause (a bad option, a missing or corrupt file) is one
+line on stderr, ``swt: error: ...``, and exit code 2; Ctrl-C exits with 130.
+No traceback reaches the user for either.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
 import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from ..core.rate import parse_duration_ms
+from ..errors import ConfigurationError
+from .accesslog import LogFileError, check_log
+from .replay import KEYS, Replay, make_throttles
+from .report import write_json, write_text
+
+PROGRESS_MIN_BYTES = 4 * 1024 * 1024
+"""Smaller inputs replay in well under a second: no progress bar for them."""
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
-@click.group()
+class CommandError(click.ClickException):
+    """An error shown as one line, ``swt: error: <message>``; exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        """Write the one line to stderr."""
+        click.echo(f"swt: error: {self.format_message()}", err=True)
+
+
+class CommandInterrupted(CommandError):
+    """Ctrl-C: one line and exit code 130, as shells expect after SIGINT."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class _OneLineErrors(click.Group):
+    """A group whose usage errors and interrupts are one line, not a page."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _one_line_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.UsageError as exc:
+        raise CommandError(exc.format_message()) from None
+    except KeyboardInterrupt:
+        raise CommandInterrupted("interrupted") from None
+
+
+@click.group(cls=_OneLineErrors)
 @click.version_option(package_name="sliding-window-throttler", prog_name="swt")
 def cli() -> None:
     """Sliding-window throttler tools."""
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int:
+    if value is None:
+        return 0
+
+    try:
+        return parse_duration_ms(value, field=f"--{param.name}".replace("_", "-"))
+    except ConfigurationError as exc:
+        raise click.BadParameter(exc.message) from None
+
+
+@cli.command("replay")
+@click.argument("logs", metavar="LOG...", nargs=-1, required=True, type=Path)
+@click.option(
+    "--limit",
+    "limits",
+    metavar="SPEC",
+    multiple=True,
+    help="A throttle such as 20/10s or 60/minute; repeat for several.",
+)
+@click.option(
+    "--block",
+    metavar="DURATION",
+    help="Refuse a client that overflows a window for this long (30s, 5m, 90).",
+)
+@click.option(
+    "--key",
+    type=click.Choice(list(KEYS)),
+    default="ip",
+    show_default=True,
+    help="What one client is.",
+)
+@click.option(
+    "--reorder-window",
+    metavar="DURATION",
+    default="60s",
+    show_default=True,
+    callback=_duration,
+    help="How long to wait for lines logged out of order.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="How many clients and windows to rank.",
+)
+def replay_command(
+    logs: tuple[Path, ...],
+    limits: tuple[str, ...],
+    block: str | None,
+    key: str,
+    reorder_window: int,
+    as_json: bool,
+    top: int,
+) -> None:
+    """
+    Replay access logs through the throttler on their logged time.
+
+    Reads Apache/Nginx common or combined logs, plain or gzip, one after the
+    other, and reports what the given limits would have admitted and refused.
+    """
+    try:
+        throttles = make_throttles(limits, block)
+    except ConfigurationError as exc:
+        raise click.UsageError(exc.message) from None
+
+    try:
+        for path in logs:
+            check_log(path)
+
+        with _progress_bar(logs) as on_progress:
+            result = Replay(
+                logs,
+                throttles,
+                key=key,
+                reorder_window_ms=reorder_window,
+                top=top,
+                on_progress=on_progress,
+            ).run()
+    except LogFileError as exc:
+        raise CommandError(str(exc)) from None
+
+    if as_json:
+        write_json(result, sys.stdout)
+    else:
+        write_text(result, sys.stdout)
+
+
+@contextmanager
+def _progress_bar(
+    paths: Sequence[Path],
+) -> Iterator[Callable[[int], None] | None]:
+    """Yield a progress callback for long inputs on a terminal, else None."""
+    total = sum(path.stat().st_size for path in paths)
+    console = Console(stderr=True)
+    if total < PROGRESS_MIN_BYTES or not console.is_terminal:
+        yield None
+        return
+
+    columns = (TextColumn("replaying"), BarColumn(), DownloadColumn())
+    with Progress(
+        *columns, TimeRemainingColumn(), console=console, transient=True
+    ) as bar:
+        task = bar.add_task("replay", total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
 def main() -> None:
     """Entry point of the ``swt`` script."""
     cli()
+
+
+__all__ = ["cli", "main"]

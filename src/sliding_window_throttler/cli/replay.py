@@ -1,0 +1,430 @@
+"""
+Replaying access logs through a real ``Throttler`` on the logged time.
+
+Each request goes, in time order (see ``reorder.py``), through
+``Throttler.hit(identifier, *throttles)`` on a ``MemoryStorage`` whose
+``ManualClock`` is set to the logged time first, so the decisions are exactly
+those a server with these limits would have made. All throttles are decided
+together: a request is admitted only if every throttle admits it.
+
+Memory grows with the number of distinct clients (their counters and the
+storage's windows), never with the number of lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from .. import ManualClock, MemoryStorage, Outcome, Throttle, Throttler
+from ..core.rate import format_duration_ms, parse_duration_ms, parse_rate
+from ..errors import ConfigurationError
+from ..throttler import MAX_IDENTIFIER_LENGTH
+from .accesslog import (
+    LogFileError,
+    Malformed,
+    check_log,
+    parse_fields,
+    read_lines,
+    shorten,
+    split_request,
+)
+from .reorder import ReorderBuffer
+
+
+def _by_ip(client: str, request: bytes) -> str:
+    return client
+
+
+def _by_ip_and_path(client: str, request: bytes) -> str:
+    return f"{client} {split_request(request.decode('utf-8', 'replace'))[1]}"
+
+
+def _by_ip_and_method(client: str, request: bytes) -> str:
+    return f"{client} {split_request(request.decode('utf-8', 'replace'))[0]}"
+
+
+KEYS: dict[str, Callable[[str, bytes], str]] = {
+    "ip": _by_ip,
+    "ip+path": _by_ip_and_path,
+    "ip+method": _by_ip_and_method,
+}
+"""How a client and request line become the identifier throttled."""
+
+DEFAULT_REORDER_WINDOW_MS = 60_000
+MALFORMED_EXAMPLES = 5
+# Pairs are reclaimed when their window ends, so this caps the clients active
+# within one window; only a log with millions of them could reach it, and a
+# refusal would be counted apart in ``capacity_refused``, not as a rejection.
+PAIRS_PER_THROTTLE = 10_000_000
+
+Entry = tuple[int, int, str, int]
+"""``(time_us, sequence, identifier, offset_s)`` of one request to replay."""
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottledClient:
+    """
+    A client (an identifier under ``--key``) refused at least once.
+
+    Attributes:
+        client: The identifier.
+        requests: Its requests replayed.
+        rejected: How many the throttles refused.
+        first_throttled_us: The logged time of its earliest refused request.
+        offset_s: The UTC offset of that request's line.
+    """
+
+    client: str
+    requests: int
+    rejected: int
+    first_throttled_us: int
+    offset_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """
+    One fixed bucket, as long as the shortest throttle window.
+
+    Buckets are aligned to the epoch and follow the storage's clock, so a
+    late line counts in the bucket it was replayed in.
+    """
+
+    start_us: int
+    offset_s: int
+    requests: int
+    rejected: int
+
+
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """A logged time and the UTC offset of the line that gave it."""
+
+    time_us: int
+    offset_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """
+    Everything ``swt replay`` reports.
+
+    ``requests`` is ``admitted + rejected + capacity_refused``.
+    """
+
+    files: tuple[str, ...]
+    throttles: tuple[Throttle, ...]
+    key: str
+    reorder_window_ms: int
+    requests: int
+    admitted: int
+    rejected: int
+    capacity_refused: int
+    clients_seen: int
+    clients_throttled: int
+    late: int
+    malformed: int
+    malformed_examples: tuple[Malformed, ...]
+    top_throttled: tuple[ThrottledClient, ...]
+    busiest_windows: tuple[Window, ...]
+    first: Instant | None
+    last: Instant | None
+
+    @property
+    def rejected_percent(self) -> float:
+        """Rejected requests as a percentage of all, to two decimals."""
+        return round(100 * self.rejected / self.requests, 2) if self.requests else 0.0
+
+
+def throttle_name(limit: int, ttl_ms: int) -> str:
+    """Name a limit after its normalised spec: 20 per 10 s is ``20-per-10s``."""
+    return f"{limit}-per-{format_duration_ms(ttl_ms)}"
+
+
+def make_throttles(
+    specs: Sequence[str], block: str | None = None
+) -> tuple[Throttle, ...]:
+    """
+    Build one throttle per ``--limit`` spec, each blocking for ``block``.
+
+    Raises:
+        ConfigurationError: for a bad spec or block, no spec, or two specs
+            that mean the same limit (``60/minute`` and ``60/60s``).
+    """
+    if not specs:
+        raise ConfigurationError("limit", "give at least one --limit, e.g. 100/minute")
+
+    block_ms = parse_duration_ms(block, field="--block") if block is not None else 0
+    throttles: dict[str, Throttle] = {}
+    for spec in specs:
+        limit, ttl_ms = parse_rate(spec, field="--limit")
+        name = throttle_name(limit, ttl_ms)
+        if name in throttles:
+            raise ConfigurationError(
+                "limit", f"--limit {spec!r} is given twice (both mean {name})"
+            )
+
+        try:
+            throttles[name] = Throttle(
+                name,
+                limit,
+                timedelta(milliseconds=ttl_ms),
+                timedelta(milliseconds=block_ms),
+            )
+        except ConfigurationError as exc:
+            raise ConfigurationError(exc.field, f"--limit {spec!r}: {exc}") from None
+
+    return tuple(throttles.values())
+
+
+@dataclass(slots=True)
+class _Tally:
+    """The counters of a replay that the hot loop does not keep in locals."""
+
+    bucket_us: int
+    top: int
+    admitted: int = 0
+    rejected: int = 0
+    capacity_refused: int = 0
+    clients: dict[str, list[int]] = field(default_factory=dict)
+    """identifier -> [requests, rejected, first throttled us, its offset]"""
+    windows: list[tuple[int, int, int, int]] = field(default_factory=list)
+    """A min-heap of the busiest closed buckets: (requests, rejected, -start,
+    offset), at most ``top`` long."""
+    bucket: int | None = None
+    bucket_offset: int = 0
+    bucket_rejected: int = 0
+    first: Instant | None = None
+    last: Instant | None = None
+
+    def next_bucket(self, bucket: int | None, offset_s: int, requests: int) -> None:
+        """Rank the current bucket (``requests`` long) and open ``bucket``."""
+        if requests:
+            item = (
+                requests,
+                self.bucket_rejected,
+                -(self.bucket or 0) * self.bucket_us,
+                self.bucket_offset,
+            )
+            if len(self.windows) < self.top:
+                heapq.heappush(self.windows, item)
+            else:
+                heapq.heappushpop(self.windows, item)
+
+        self.bucket, self.bucket_offset, self.bucket_rejected = bucket, offset_s, 0
+
+    def refuse(self, counters: list[int], time_us: int, offset_s: int) -> None:
+        """Count a refusal by the throttles."""
+        self.rejected += 1
+        self.bucket_rejected += 1
+        counters[1] += 1
+        if counters[1] == 1 or time_us < counters[2]:
+            counters[2], counters[3] = time_us, offset_s
+
+
+class Replay:
+    """
+    One replay of access logs under a set of throttles.
+
+    Args:
+        paths: The logs, replayed one after the other as one stream.
+        throttles: Decided together on every request.
+        key: ``ip``, ``ip+path`` or ``ip+method``.
+        reorder_window_ms: How long to wait for out-of-order lines.
+        top: How many clients and windows to rank.
+        on_progress: Called now and then with the bytes read from all files.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        throttles: Sequence[Throttle],
+        *,
+        key: str = "ip",
+        reorder_window_ms: int = DEFAULT_REORDER_WINDOW_MS,
+        top: int = 10,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        if key not in KEYS:
+            raise ConfigurationError("key", f"--key must be one of {', '.join(KEYS)}")
+
+        self.paths = tuple(paths)
+        self.throttles = tuple(throttles)
+        self.key = key
+        self.top = top
+        self.on_progress = on_progress
+        self.reorder_window_ms = reorder_window_ms
+        self._identify = KEYS[key]
+        self._reorder = ReorderBuffer(reorder_window_ms * 1000)
+        self._malformed = 0
+        self._examples: list[Malformed] = []
+
+    def run(self) -> ReplayResult:
+        """
+        Replay every file and return the counts.
+
+        Raises:
+            LogFileError: when a file is missing, unreadable, empty, corrupt,
+                or has no parseable line.
+        """
+        for path in self.paths:
+            check_log(path)
+
+        self._reorder = ReorderBuffer(self.reorder_window_ms * 1000)
+        self._malformed, self._examples = 0, []
+        clock = ManualClock()
+        pairs = PAIRS_PER_THROTTLE * len(self.throttles)
+        throttler = Throttler(MemoryStorage(clock=clock, max_pairs=pairs))
+        bucket_us = min(t.ttl_ms for t in self.throttles) * 1000
+        tally = _Tally(bucket_us=bucket_us, top=self.top)
+        _simulate(
+            self._reorder.reorder(self._entries()),
+            throttler,
+            clock,
+            self.throttles,
+            tally,
+        )
+
+        return self._result(tally)
+
+    def _entries(self) -> Iterator[Entry]:
+        identify = self._identify
+        sequence = 0
+        done = 0
+        for path in self.paths:
+            parsed = 0
+            progress = self._progress_from(done)
+            for number, raw in read_lines(path, progress):
+                fields = parse_fields(raw)
+                if isinstance(fields, str):
+                    self._count_malformed(path, number, raw, fields)
+                    continue
+
+                client, time_us, offset_s, request, _ = fields
+                parsed += 1
+                sequence += 1
+                identifier = identify(client, request)
+                if len(identifier) > MAX_IDENTIFIER_LENGTH:
+                    identifier = _fit(identifier)
+
+                yield time_us, sequence, identifier, offset_s
+
+            if not parsed:
+                raise LogFileError(self._unparseable(path))
+
+            done += path.stat().st_size
+
+    def _progress_from(self, done: int) -> Callable[[int], None] | None:
+        report = self.on_progress
+        if report is None:
+            return None
+
+        return lambda position: report(done + position)
+
+    def _count_malformed(
+        self, path: Path, number: int, raw: bytes, reason: str
+    ) -> None:
+        if not raw.strip():
+            return  # blank lines are not requests, nor mistakes
+
+        self._malformed += 1
+        if len(self._examples) < MALFORMED_EXAMPLES:
+            self._examples.append(Malformed(str(path), number, shorten(raw), reason))
+
+    def _unparseable(self, path: Path) -> str:
+        mine = [m for m in self._examples if m.file == str(path)]
+        if not mine:
+            return f"'{path}' has no log lines (only blank ones)"
+
+        first = mine[0]
+        return (
+            f"'{path}' has no parseable line in common or combined log format "
+            f"(line {first.line}: {first.reason})"
+        )
+
+    def _result(self, tally: _Tally) -> ReplayResult:
+        throttled = [(c, v) for c, v in tally.clients.items() if v[1]]
+        top = heapq.nsmallest(
+            self.top, throttled, key=lambda cv: (-cv[1][1], -cv[1][0], cv[1][2], cv[0])
+        )
+        windows = sorted(tally.windows, key=lambda w: (-w[0], -w[1], -w[2]))
+        return ReplayResult(
+            files=tuple(str(p) for p in self.paths),
+            throttles=self.throttles,
+            key=self.key,
+            reorder_window_ms=self.reorder_window_ms,
+            requests=tally.admitted + tally.rejected + tally.capacity_refused,
+            admitted=tally.admitted,
+            rejected=tally.rejected,
+            capacity_refused=tally.capacity_refused,
+            clients_seen=len(tally.clients),
+            clients_throttled=len(throttled),
+            late=self._reorder.late,
+            malformed=self._malformed,
+            malformed_examples=tuple(self._examples),
+            top_throttled=tuple(ThrottledClient(c, *v) for c, v in top),
+            busiest_windows=tuple(Window(-w[2], w[3], w[0], w[1]) for w in windows),
+            first=tally.first,
+            last=tally.last,
+        )
+
+
+def _simulate(
+    entries: Iterator[Entry],
+    throttler: Throttler,
+    clock: ManualClock,
+    throttles: tuple[Throttle, ...],
+    tally: _Tally,
+) -> None:
+    # The hot loop: counters in locals, rare events (a refusal, a new bucket)
+    # in methods. Buckets follow the storage's clock, which stands still for
+    # a late line, so a bucket once closed never gets another request.
+    hit, set_us = throttler.hit, clock.set_us
+    clients = tally.clients
+    bucket_us = tally.bucket_us
+    admitted = in_bucket = latest_offset = earliest_offset = 0
+    now, earliest = -(2**63), 2**63
+    for time_us, _, identifier, offset_s in entries:
+        set_us(time_us)
+        decision = hit(identifier, *throttles)
+
+        counters = clients.get(identifier)
+        if counters is None:
+            counters = clients[identifier] = [0, 0, 0, 0]
+
+        counters[0] += 1
+        if time_us > now:
+            now, latest_offset = time_us, offset_s
+            if now // bucket_us != tally.bucket:
+                tally.next_bucket(now // bucket_us, offset_s, in_bucket)
+                in_bucket = 0
+
+        if time_us < earliest:
+            earliest, earliest_offset = time_us, offset_s
+
+        in_bucket += 1
+        if decision.allowed:
+            admitted += 1
+        elif decision.records[0].outcome is Outcome.CAPACITY:
+            tally.capacity_refused += 1
+        else:
+            tally.refuse(counters, time_us, offset_s)
+
+    tally.next_bucket(None, 0, in_bucket)
+    tally.admitted = admitted
+    if clients:
+        tally.first = Instant(earliest, earliest_offset)
+        tally.last = Instant(now, latest_offset)
+
+
+def _fit(identifier: str) -> str:
+    # Limitation: a key longer than the throttler accepts (a path of more than
+    # 64 KiB) keeps its first 60,000 characters and a digest of the whole, so
+    # distinct long paths stay distinct keys.
+    digest = hashlib.sha256(identifier.encode("utf-8", "replace")).hexdigest()
+    return f"{identifier[:60_000]}#{digest}"

@@ -1,0 +1,233 @@
+"""
+Rendering a replay's result: a JSON object, or text for people.
+
+The text is made of rich tables. On a terminal they are coloured; piped, rich
+writes the same layout without escape codes, at a fixed width of 100 columns,
+so the output reads the same in a file or a pager.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, TextIO
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..core.rate import format_duration_ms
+from .replay import Instant, ReplayResult
+
+PIPED_WIDTH = 100
+MAX_CLIENT_CHARS = 60
+
+
+def iso_time(time_us: int, offset_s: int) -> str:
+    """Render epoch microseconds as ISO 8601 in the given UTC offset."""
+    zone = UTC if not offset_s else timezone(timedelta(seconds=offset_s))
+    moment = datetime.fromtimestamp(time_us / 1_000_000, zone)
+    return moment.isoformat(timespec="seconds" if not time_us % 1_000_000 else "auto")
+
+
+def _instant(instant: Instant | None) -> str | None:
+    return None if instant is None else iso_time(instant.time_us, instant.offset_s)
+
+
+def to_json(result: ReplayResult) -> dict[str, Any]:
+    """Return the report as the JSON object ``swt replay --json`` prints."""
+    return {
+        "files": list(result.files),
+        "limits": [
+            {
+                "name": t.name,
+                "limit": t.limit,
+                "ttl_ms": t.ttl_ms,
+                "block_duration_ms": t.block_duration_ms,
+            }
+            for t in result.throttles
+        ],
+        "key": result.key,
+        "requests": result.requests,
+        "admitted": result.admitted,
+        "rejected": result.rejected,
+        "rejected_percent": result.rejected_percent,
+        "clients_seen": result.clients_seen,
+        "clients_throttled": result.clients_throttled,
+        "late": result.late,
+        "malformed": {
+            "count": result.malformed,
+            "examples": [
+                {"file": m.file, "line": m.line, "text": m.text, "reason": m.reason}
+                for m in result.malformed_examples
+            ],
+        },
+        "top_throttled": [
+            {
+                "client": c.client,
+                "requests": c.requests,
+                "rejected": c.rejected,
+                "first_throttled": iso_time(c.first_throttled_us, c.offset_s),
+            }
+            for c in result.top_throttled
+        ],
+        "busiest_windows": [
+            {
+                "start": iso_time(w.start_us, w.offset_s),
+                "requests": w.requests,
+                "rejected": w.rejected,
+            }
+            for w in result.busiest_windows
+        ],
+        "span": {"first": _instant(result.first), "last": _instant(result.last)},
+        "capacity_refused": result.capacity_refused,
+    }
+
+
+def write_json(result: ReplayResult, stream: TextIO) -> None:
+    """Write the report as one JSON object and a newline."""
+    json.dump(to_json(result), stream, indent=2, ensure_ascii=False)
+    stream.write("\n")
+
+
+def write_text(result: ReplayResult, stream: TextIO) -> None:
+    """
+    Write the report as text: a summary, then the ranked tables.
+
+    On a terminal rich colours it and fits it to the window; otherwise it is
+    laid out for 100 columns, without escape codes or trailing spaces.
+    """
+    console = Console(file=stream, highlight=False)
+    if console.is_terminal:
+        _print_report(console, result)
+        return
+
+    buffer = io.StringIO()
+    plain = Console(file=buffer, width=PIPED_WIDTH, color_system=None, highlight=False)
+    _print_report(plain, result)
+    stream.writelines(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
+
+
+def _print_report(console: Console, result: ReplayResult) -> None:
+    console.print(_summary(result))
+    tables = []
+    if result.top_throttled:
+        tables.append(_throttled_table(result))
+
+    if result.busiest_windows:
+        tables.append(_windows_table(result))
+
+    if result.malformed_examples:
+        tables.append(_malformed_table(result))
+
+    for table in tables:
+        console.print()
+        console.print(table)
+
+
+def _summary(result: ReplayResult) -> Table:
+    table = Table(
+        box=None,
+        show_header=False,
+        title="swt replay",
+        title_justify="left",
+        pad_edge=False,
+    )
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in _summary_rows(result):
+        table.add_row(label, Text(value))
+
+    return table
+
+
+def _summary_rows(result: ReplayResult) -> list[tuple[str, str]]:
+    span = "-"
+    if result.first is not None:
+        span = f"{_instant(result.first)} to {_instant(result.last)}"
+
+    limits = ", ".join(str(t) for t in result.throttles)
+    window = format_duration_ms(result.reorder_window_ms)
+    late = f"older than a line already replayed, past the {window} reorder window"
+    rows = [
+        ("files", ", ".join(result.files)),
+        ("limits", f"{limits} (all decided together)"),
+        ("key", result.key),
+        ("span", span),
+        ("requests replayed", f"{result.requests:,}"),
+        ("admitted", f"{result.admitted:,}"),
+        ("rejected", f"{result.rejected:,} ({result.rejected_percent:.2f}%)"),
+        ("clients seen", f"{result.clients_seen:,}"),
+        ("clients throttled", f"{result.clients_throttled:,}"),
+        ("late lines", f"{result.late:,} ({late})"),
+        ("malformed lines", f"{result.malformed:,}"),
+    ]
+    if result.capacity_refused:
+        rows.append(
+            ("capacity refused", f"{result.capacity_refused:,} (storage was full)")
+        )
+
+    return rows
+
+
+def _throttled_table(result: ReplayResult) -> Table:
+    shown, throttled = len(result.top_throttled), result.clients_throttled
+    table = _table(f"top throttled clients ({shown} of {throttled:,})")
+    table.add_column(result.key if result.key != "ip" else "client")
+    table.add_column("rejected", justify="right")
+    table.add_column("requests", justify="right")
+    table.add_column("first throttled")
+    for c in result.top_throttled:
+        table.add_row(
+            Text(_shorten(c.client)),
+            f"{c.rejected:,}",
+            f"{c.requests:,}",
+            iso_time(c.first_throttled_us, c.offset_s),
+        )
+
+    return table
+
+
+def _windows_table(result: ReplayResult) -> Table:
+    size = format_duration_ms(min(t.ttl_ms for t in result.throttles))
+    table = _table(f"busiest {size} windows (by requests)")
+    table.add_column("start")
+    table.add_column("requests", justify="right")
+    table.add_column("rejected", justify="right")
+    for w in result.busiest_windows:
+        table.add_row(
+            iso_time(w.start_us, w.offset_s), f"{w.requests:,}", f"{w.rejected:,}"
+        )
+
+    return table
+
+
+def _malformed_table(result: ReplayResult) -> Table:
+    shown = len(result.malformed_examples)
+    table = _table(f"malformed lines (first {shown} of {result.malformed:,})")
+    table.add_column("file:line", no_wrap=True)
+    table.add_column("reason")
+    table.add_column("text", overflow="fold")
+    for m in result.malformed_examples:
+        table.add_row(Text(f"{m.file}:{m.line}"), Text(m.reason), Text(m.text))
+
+    return table
+
+
+def _table(title: str) -> Table:
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= MAX_CLIENT_CHARS:
+        return text
+
+    return text[: MAX_CLIENT_CHARS - 1] + "…"

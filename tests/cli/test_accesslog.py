@@ -1,0 +1,228 @@
+"""Parsing and reading access logs: every quirk, and every unreadable file."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+from cli_logs import BUNDLED_LOG, T0, WriteLog
+
+from sliding_window_throttler.cli.accesslog import (
+    LogFileError,
+    Request,
+    check_log,
+    parse_line,
+    read_lines,
+    shorten,
+)
+
+US = 1_000_000
+PREFIX = b"192.0.2.7 - - [17/May/2015:10:05:03 +0000] "
+
+
+def parsed(raw: bytes) -> Request:
+    request = parse_line(raw)
+    assert isinstance(request, Request), request
+    return request
+
+
+def fields(raw: bytes) -> tuple[str, int, str, str, int | None]:
+    r = parsed(raw)
+    return r.client, r.time_us, r.method, r.path, r.status
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param(
+            PREFIX + b'"GET /a b|c?q=1 HTTP/1.1" 200 5 "-" "UA"',
+            ("192.0.2.7", (T0 + 3) * US, "GET", "/a b|c", 200),
+            id="spaces-and-pipes-in-request",
+        ),
+        pytest.param(
+            PREFIX + rb'"\x16\x03\x01\x00\xa5\x01" 400 226 "-" "-"',
+            ("192.0.2.7", (T0 + 3) * US, r"\x16\x03\x01\x00\xa5\x01", "", 400),
+            id="escaped-tls-handshake",
+        ),
+        pytest.param(
+            PREFIX + b'"\x16\x03\x01\x00\xa5" 400 -',
+            ("192.0.2.7", (T0 + 3) * US, "\x16\x03\x01\x00\ufffd", "", 400),
+            id="raw-bytes-in-request",
+        ),
+        pytest.param(
+            PREFIX + b'"GET /caf\xe9\xff HTTP/1.0" 200 5 "-" "\xfe"',
+            ("192.0.2.7", (T0 + 3) * US, "GET", "/caf\ufffd\ufffd", 200),
+            id="non-utf8-bytes",
+        ),
+        pytest.param(
+            PREFIX + rb'"GET /say\"hi\" HTTP/1.1" 200 5 "-" "UA"',
+            ("192.0.2.7", (T0 + 3) * US, "GET", r"/say\"hi\"", 200),
+            id="escaped-quote-in-request",
+        ),
+        pytest.param(
+            PREFIX + b'"GET /say"hi" HTTP/1.1" 200 5 "-" "UA"',
+            ("192.0.2.7", (T0 + 3) * US, "GET", '/say"hi"', 200),
+            id="unescaped-quote-in-request",
+        ),
+        pytest.param(
+            b'2001:db8::1 - - [29/Oct/2015:06:47:36 +0100] "GET / HTTP/1.1" 200 1',
+            ("2001:db8::1", 1_446_097_656 * US, "GET", "/", 200),
+            id="ipv6-client-and-offset",
+        ),
+        pytest.param(
+            b'crawler.example.com - bob [17/May/2015:10:05:03 -0130] "HEAD /x" - -',
+            ("crawler.example.com", (T0 + 3 + 5400) * US, "HEAD", "/x", None),
+            id="hostname-client-dash-status-and-size",
+        ),
+        pytest.param(
+            PREFIX + b'"GET /index.html HTTP/1.1" 304 -\r\n',
+            ("192.0.2.7", (T0 + 3) * US, "GET", "/index.html", 304),
+            id="common-format-crlf",
+        ),
+        pytest.param(
+            PREFIX + b'"-" 408 0 "-" "-"',
+            ("192.0.2.7", (T0 + 3) * US, "-", "", 408),
+            id="empty-request",
+        ),
+        pytest.param(
+            b'46.118.127.106 - - [20/May/2015:12:05:17 +0000] "GET /scripts/grok-py-'
+            b'test/configlib.py HTTP/1.1" 200 235 "-" "Mozilla/5.0 (compatible; '
+            b"Googlebot/2.1; +http://www.google.com/bot.html\n",
+            (
+                "46.118.127.106",
+                1_432_123_517 * US,
+                "GET",
+                "/scripts/grok-py-test/configlib.py",
+                200,
+            ),
+            id="truncated-user-agent-elastic-line-8899",
+        ),
+    ],
+)
+def test_parses_quirky_lines_into_exact_fields(
+    raw: bytes, expected: tuple[str, int, str, str, int | None]
+) -> None:
+    assert fields(raw) == expected
+
+
+def test_parses_a_26_kb_line() -> None:
+    path = "/search/" + "a" * 26_000
+    request = parsed(PREFIX + f'"GET {path}?x=1 HTTP/1.1" 414 0 "-" "UA"'.encode())
+
+    assert (request.method, request.path, request.status) == ("GET", path, 414)
+
+
+def test_keeps_the_utc_offset_of_the_line() -> None:
+    request = parsed(b'h - - [25/Oct/2015:04:11:25 +0100] "GET / HTTP/1.1" 200 1')
+
+    assert (request.time_us, request.offset_s) == (1_445_742_685 * US, 3600)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"garbage", "not a log line: no fields after the client"),
+        (b'1.2.3.4 - - "GET / HTTP/1.1" 200 5', "no [date/time] field"),
+        (PREFIX.replace(b"May", b"Mai") + b'"GET /" 200 5', "bad timestamp"),
+        (PREFIX.replace(b"17/", b"31/").replace(b"May", b"Feb") + b'"G" 1 1', None),
+        (PREFIX.replace(b"10:05", b"25:05") + b'"GET /" 200 5', "bad timestamp"),
+        (PREFIX + b"GET / HTTP/1.1 200 5", "no quoted request line after the time"),
+        (PREFIX + b'"GET / HTTP/1.1', "request line not closed (truncated line?)"),
+        (PREFIX + b'"GET / HTTP/1.1" OK', "no status and size after the request line"),
+    ],
+)
+def test_names_why_a_line_is_malformed(raw: bytes, reason: str | None) -> None:
+    result = parse_line(raw)
+
+    assert isinstance(result, str)
+    assert result == (reason or result)
+
+
+def test_feb_31_is_a_bad_timestamp() -> None:
+    raw = b'1.2.3.4 - - [31/Feb/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 5'
+
+    assert parse_line(raw) == "bad timestamp"
+
+
+def test_shortens_and_escapes_lines_for_reports() -> None:
+    assert shorten(b"a\x00b\tc\r\n") == "a\\x00b\\x09c"
+    assert shorten(b"x" * 500, limit=10) == "xxxxxxxxx…"
+
+
+def test_detects_gzip_by_magic_bytes_not_name(write_log: WriteLog) -> None:
+    zipped = write_log(["line one", "line two"], name="rotated.1", compress=True)
+    plain = write_log(["line one", "line two"], name="not-really.gz")
+
+    assert list(read_lines(zipped)) == list(read_lines(plain))
+    assert list(read_lines(plain)) == [(1, b"line one\n"), (2, b"line two\n")]
+
+
+def test_reads_line_8899_of_the_bundled_log_as_a_request() -> None:
+    lines = dict(read_lines(BUNDLED_LOG))
+
+    assert len(lines) == 10_000
+    assert parsed(lines[8899]).client == "46.118.127.106"
+
+
+def test_reports_progress_in_bytes_every_4096_lines(write_log: WriteLog) -> None:
+    path = write_log([f"line {i}" for i in range(10_000)])
+    seen: list[int] = []
+
+    for _ in read_lines(path, seen.append):
+        pass
+
+    assert len(seen) == 2
+    assert 0 < seen[0] < seen[1] <= path.stat().st_size
+
+
+def test_refuses_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(LogFileError, match=r"cannot read '.*nope.log': No such file"):
+        check_log(tmp_path / "nope.log")
+
+
+def test_refuses_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(LogFileError, match="Is a directory"):
+        check_log(tmp_path)
+
+
+def test_refuses_an_unreadable_file(
+    write_log: WriteLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_log(["x"])
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    # Root reads any file whatever its mode, so the denial is simulated.
+    monkeypatch.setattr(Path, "open", denied)
+    with pytest.raises(LogFileError, match=r"cannot read .*: Permission denied"):
+        check_log(path)
+
+
+def test_refuses_an_empty_file_plain_or_gzip(write_log: WriteLog) -> None:
+    for path in (write_log([]), write_log([], name="e.gz", compress=True)):
+        with pytest.raises(LogFileError, match="is empty"):
+            check_log(path)
+
+
+def test_refuses_corrupt_gzip(tmp_path: Path) -> None:
+    path = tmp_path / "bad.gz"
+    path.write_bytes(b"\x1f\x8b" + b"not deflate at all")
+
+    with pytest.raises(LogFileError, match="is not valid gzip"):
+        check_log(path)
+
+
+def test_refuses_truncated_gzip_while_reading(tmp_path: Path) -> None:
+    path = tmp_path / "cut.gz"
+    path.write_bytes(BUNDLED_LOG.read_bytes()[:50_000])
+    check_log(path)
+
+    with pytest.raises(LogFileError, match="is not valid gzip"):
+        for _ in read_lines(path):
+            pass
+
+
+def test_gzip_of_the_bundled_log_is_what_the_readme_says() -> None:
+    assert gzip.decompress(BUNDLED_LOG.read_bytes()).count(b"\n") == 10_000

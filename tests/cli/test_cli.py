@@ -1,0 +1,232 @@
+"""``swt replay`` end to end: output, JSON, and one-line errors with exit 2."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cli_logs import BUNDLED_LOG, WriteLog, clf
+from click.testing import CliRunner, Result
+
+from sliding_window_throttler.cli import cli
+from sliding_window_throttler.cli.replay import Replay
+
+DEMO = ["--limit", "20/10s", "--limit", "60/minute", "--top", "5"]
+
+
+def swt(*args: str | Path) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_one_line_error(result: Result, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("swt: error: ")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_replays_the_bundled_log_and_throttles_someone() -> None:
+    result = swt("replay", BUNDLED_LOG, *DEMO)
+
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "requests replayed  10,000" in lines
+    assert "clients seen       1,753" in lines
+    assert "top throttled clients (0 of 0)" not in lines
+    assert any(line.startswith("top throttled clients (") for line in lines)
+
+
+def test_json_has_exactly_the_documented_keys(small_log: Path) -> None:
+    result = swt("replay", small_log, "--limit", "3/10s", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert list(report) == [
+        "files",
+        "limits",
+        "key",
+        "requests",
+        "admitted",
+        "rejected",
+        "rejected_percent",
+        "clients_seen",
+        "clients_throttled",
+        "late",
+        "malformed",
+        "top_throttled",
+        "busiest_windows",
+        "span",
+        "capacity_refused",
+    ]
+    assert (report["requests"], report["admitted"], report["rejected"]) == (8, 6, 2)
+    assert report["top_throttled"][0]["client"] == "10.0.0.1"
+
+
+def test_gzip_and_plain_give_the_same_report(tmp_path: Path) -> None:
+    plain = tmp_path / "apache.log"
+    plain.write_bytes(gzip.decompress(BUNDLED_LOG.read_bytes()))
+
+    reports = [
+        json.loads(swt("replay", path, *DEMO, "--json").stdout)
+        for path in (plain, BUNDLED_LOG)
+    ]
+
+    assert reports[0].pop("files") == [str(plain)]
+    assert reports[1].pop("files") == [str(BUNDLED_LOG)]
+    assert reports[0] == reports[1]
+    assert reports[0]["clients_throttled"] >= 1
+
+
+def test_options_reach_the_replay(write_log: WriteLog) -> None:
+    log = write_log(
+        [clf("a", 0), clf("a", 10), clf("a", 20), clf("a", 12), clf("b", 5)]
+    )
+    options = ["--key", "ip+path", "--block", "90", "--reorder-window", "5s"]
+
+    result = swt("replay", log, "--limit", "2/10s", *options, "--top", "1", "--json")
+
+    report = json.loads(result.stdout)
+    assert report["key"] == "ip+path"
+    assert report["limits"][0]["block_duration_ms"] == 90_000
+    assert report["late"] == 1
+    assert len(report["busiest_windows"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--limit", "1/s", "missing.log"], "cannot read 'missing.log': No such file"),
+        (["--limit", "1/s", "."], "cannot read '.': Is a directory"),
+        (["--limit", "20/xx", "LOG"], "--limit '20/xx' has an unknown unit 'xx'"),
+        (["--limit", "abc", "LOG"], "--limit 'abc' is not a rate"),
+        (["--limit", "1/s", "--limit", "1/second", "LOG"], "given twice"),
+        (["LOG"], "give at least one --limit"),
+        (["--limit", "1/s", "--block", "zz", "LOG"], "--block 'zz' is not a duration"),
+        (["--limit", "1/s", "--key", "user", "LOG"], "'user' is not one of"),
+        (["--limit", "1/s", "--top", "0", "LOG"], "--top"),
+        (["--limit", "1/s", "--top", "many", "LOG"], "--top"),
+        (["--limit", "1/s", "--reorder-window", "1y", "LOG"], "unknown unit 'y'"),
+        (["--limit", "1/s"], "Missing argument 'LOG...'"),
+        (["--limit", "1/s", "--frobnicate", "LOG"], "No such option"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(
+    small_log: Path, args: list[str], message: str
+) -> None:
+    args = [str(small_log) if a == "LOG" else a for a in args]
+
+    assert_one_line_error(swt("replay", *args), message)
+
+
+def test_unusable_files_are_one_line_and_exit_2(
+    write_log: WriteLog, tmp_path: Path
+) -> None:
+    corrupt = tmp_path / "corrupt.gz"
+    corrupt.write_bytes(b"\x1f\x8b\x08\x00junk")
+    cases = {
+        write_log([], name="empty.log"): "is empty",
+        write_log(["junk", "", "junk"], name="junk.log"): "has no parseable line",
+        write_log(["", " "], name="blank.log"): "has no log lines",
+        corrupt: "is not valid gzip",
+    }
+
+    for path, message in cases.items():
+        assert_one_line_error(swt("replay", path, "--limit", "1/s"), message)
+
+
+def test_an_unreadable_file_is_one_line_and_exit_2(
+    small_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    # Root reads any file whatever its mode, so the denial is simulated.
+    monkeypatch.setattr(Path, "open", denied)
+
+    assert_one_line_error(
+        swt("replay", small_log, "--limit", "1/s"), "Permission denied"
+    )
+
+
+def test_ctrl_c_exits_130_with_one_line(
+    small_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(self: Replay) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Replay, "run", interrupted)
+    result = swt("replay", small_log, "--limit", "1/s")
+
+    assert result.exit_code == 130
+    assert result.stderr.strip() == "swt: error: interrupted"
+
+
+def run_swt(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "sliding_window_throttler", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_runs_as_a_module_and_fails_cleanly_as_a_process(small_log: Path) -> None:
+    ok = run_swt("replay", small_log, "--limit", "3/10s", "--json")
+    missing = run_swt("replay", "nope.log", "--limit", "3/10s")
+
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["rejected"] == 2
+    assert ok.stderr == ""
+    assert missing.returncode == 2
+    assert missing.stderr == (
+        "swt: error: cannot read 'nope.log': No such file or directory\n"
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a named pipe")
+def test_sigint_while_reading_exits_130_without_traceback(tmp_path: Path) -> None:
+    fifo = tmp_path / "live.log"
+    os.mkfifo(fifo)
+    command = [sys.executable, "-m", "sliding_window_throttler", "replay", str(fifo)]
+    process = subprocess.Popen(
+        [*command, "--limit", "1/s"], stderr=subprocess.PIPE, text=True
+    )
+    # Opening the writing end waits until swt has opened the pipe to read it:
+    # the signal then arrives while the command runs, before any byte comes.
+    writer = os.open(fifo, os.O_WRONLY)
+    try:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        os.close(writer)
+
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "swt: error: interrupted"
+
+
+def test_the_swt_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("swt")
+
+    result = subprocess.run(
+        [str(script), "replay", str(BUNDLED_LOG), *DEMO],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "75.97.9.59" in result.stdout
+
+
+def test_replays_26_kb_lines_keyed_by_path(write_log: WriteLog) -> None:
+    log = write_log([clf("a", 0, "GET /" + "x" * 26_000 + " HTTP/1.1")] * 3)
+
+    result = swt("replay", log, "--limit", "2/s", "--key", "ip+path")
+
+    assert result.exit_code == 0, result.stderr
+    assert "rejected           1 (33.33%)" in result.stdout.splitlines()
