@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOG := data/elastic-examples_apache_logs.log.gz
 
-.PHONY: demo test check lint typecheck unit bench clean
+.PHONY: demo test check lint typecheck unit bench clean redis-binaries
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) redis-binaries
 	$(BIN)/pytest
+
+# The Redis tests start their own redis-server processes; install the binaries
+# from the system's packages when they are missing (needs root, as in CI).
+redis-binaries:
+	@if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools; \
+		else \
+			echo "redis-server and redis-cli are needed by the tests: install them (Debian/Ubuntu: sudo apt-get install redis-server redis-tools)"; exit 1; \
+		fi; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
