@@ -61,7 +61,7 @@ class ThrottleRecord(NamedTuple):
     outcome: Outcome
 
 
-RawRecord = tuple[str, int, Outcome, int, int, int, int, bool]
+RawRecord = tuple[str, int, Outcome, int, int, int, int, bool, bool]
 """The arguments of ``make_record``: what a storage knows after deciding."""
 
 
@@ -79,6 +79,7 @@ def make_record(
     wait_us: int,
     oldest_expires_in_us: int,
     recorded: bool,
+    blocked: bool = False,
 ) -> ThrottleRecord:
     """
     Build the record of one throttle from the raw numbers of a decision.
@@ -93,9 +94,11 @@ def make_record(
         oldest_expires_in_us: Time until the oldest counted hit leaves the
             window after this decision (0 when the window is empty).
         recorded: The hit was recorded (every throttle admitted it).
+        blocked: The pair is blocked after this decision (a block it serves,
+            or one this refusal starts): nothing remains until it ends.
     """
     admitted = outcome is Outcome.ADMITTED
-    if outcome is Outcome.BLOCKED:
+    if blocked or outcome is Outcome.BLOCKED:
         remaining = 0
     else:
         remaining = max(0, limit - in_window - (cost if recorded else 0))

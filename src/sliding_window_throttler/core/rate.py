@@ -44,9 +44,10 @@ _UNIT_MS = {
     "weeks": 604_800_000,
 }
 _UNITS_TEXT = "ms, s, m/min/minute, h/hour, d/day, w/week"
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*", re.ASCII)
 _SPEC = re.compile(
-    r"\s*(\d+)\s*(?:/|\s+per\s+)\s*(\d+(?:\.\d+)?)?\s*([a-zA-Z]+)\s*", re.IGNORECASE
+    r"\s*(\d+)\s*(?:/|\s+per\s+)\s*(\d+(?:\.\d+)?)?\s*([a-zA-Z]+)\s*",
+    re.IGNORECASE | re.ASCII,
 )
 
 
@@ -72,8 +73,10 @@ def parse_duration_ms(value: Duration, *, field: str = "duration") -> int:
 
     if isinstance(value, timedelta):
         ms = _whole_ms(value / timedelta(milliseconds=1), field, value)
-    elif isinstance(value, int | float):
-        ms = _whole_ms(float(value) * 1000, field, value)
+    elif isinstance(value, int):
+        ms = value * 1000
+    elif isinstance(value, float):
+        ms = _whole_ms(value * 1000, field, value)
     elif isinstance(value, str):
         ms = _parse_duration_text(value, field)
     else:
@@ -220,7 +223,13 @@ class Throttle:
 
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "limit", _check_limit(name, count))
-        object.__setattr__(self, "ttl_ms", _check_window(name, ttl_ms, ttl))
+        object.__setattr__(
+            self,
+            "ttl_ms",
+            _check_window(
+                name, ttl_ms, *(("ttl", ttl) if ttl is not None else ("limit", limit))
+            ),
+        )
         block_ms = parse_duration_ms(block_duration, field="block_duration")
         object.__setattr__(self, "block_duration_ms", block_ms)
         object.__setattr__(self, "ttl_us", self.ttl_ms * 1000)
@@ -264,12 +273,12 @@ def _check_limit(name: str, limit: object) -> int:
     return limit
 
 
-def _check_window(name: str, ttl_ms: int, shown: object) -> int:
-    if ttl_ms < 1:
+def _check_window(name: str, ttl_ms: int, field: str, shown: object) -> int:
+    if not 1 <= ttl_ms <= MAX_DURATION_MS:
         raise ConfigurationError(
-            "ttl",
-            f"throttle {name!r}: the window must be at least 1 ms, "
-            f"got {shown if shown is not None else ttl_ms!r}",
+            field,
+            f"throttle {name!r}: the window must be from 1 ms to 366 days, "
+            f"got {shown!r}",
         )
 
     return ttl_ms

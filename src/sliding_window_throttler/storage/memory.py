@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from time import monotonic_ns
 
 from ..core.clock import Clock, MonotonicClock
 from ..core.decision import Decision, Outcome
@@ -109,13 +110,17 @@ def _expires_in(
     now: int,
     recorded: bool,
 ) -> int:
-    """Time until the oldest counted hit leaves the window after a decision."""
+    """
+    Time until the oldest counted hit leaves the window after a decision.
+
+    Read before the hit is recorded: recording keeps every hit in the window
+    (``in_window + cost <= limit``), so the oldest stays the oldest.
+    """
     if pair is None or not in_window:
         return throttle.ttl_us if recorded and cost else 0
 
     times = pair.times
-    oldest = times[len(times) - in_window - (cost if recorded else 0)]
-    return oldest + throttle.ttl_us - now
+    return times[len(times) - in_window] + throttle.ttl_us - now
 
 
 class MemoryStorage:
@@ -158,6 +163,8 @@ class MemoryStorage:
             ) from None
 
         self._clock = clock if clock is not None else MonotonicClock()
+        # The default clock is read inline: one call less on every hit.
+        self._monotonic = clock is None
         self._max_pairs = max_pairs
         self._lock = threading.Lock()
         self._clients: OrderedDict[str, _Client] = OrderedDict()
@@ -169,6 +176,7 @@ class MemoryStorage:
         self._reclaimed = 0
         self._overflowing = False
         self._lru = self._policy is OverflowPolicy.EVICT_LRU
+        self._clients_high = 0
 
     def hit(
         self,
@@ -179,7 +187,13 @@ class MemoryStorage:
     ) -> Decision:
         """Decide a hit and record it in every throttle, or in none."""
         with self._lock:
-            now = self._clock.now_us() if now_us is None else now_us
+            if now_us is not None:
+                now = now_us
+            elif self._monotonic:
+                now = monotonic_ns() // 1000
+            else:
+                now = self._clock.now_us()
+
             if now < self._high_water:
                 now = self._high_water
             else:
@@ -204,6 +218,12 @@ class MemoryStorage:
         with self._lock:
             now = self._clock.now_us() if now_us is None else now_us
             now = max(now, self._high_water)
+            # Reclaiming what expired by the storage clock changes no answer,
+            # and lets the capacity check see what hit would see. (Not up to
+            # `now`: a peek ahead in time must not move the storage clock.)
+            if self._due and self._due[0][0] <= self._high_water:
+                self._reclaim_due(self._high_water)
+
             if len(throttles) == 1:
                 return self._decide_one(identifier, throttles[0], cost, now, False)
 
@@ -262,19 +282,26 @@ class MemoryStorage:
             _judge(p, t, cost, now) for p, t in zip(pairs, throttles, strict=True)
         ]
         allowed = all(v[0] is _ADMITTED for v in verdicts)
-        recorded = commit and allowed and cost > 0
-        if recorded and None in pairs and not self._make_room(identifier, pairs, now):
+        # peek answers as hit would: it reports the recording it skips.
+        recorded = allowed and cost > 0
+        if (
+            recorded
+            and None in pairs
+            and not self._make_room(identifier, pairs, now, commit)
+        ):
             return self._refuse_capacity(throttles, verdicts, cost, now)
 
         raw = []
         for throttle, pair, verdict in zip(throttles, pairs, verdicts, strict=True):
             outcome, expired, in_window, wait = verdict
-            if recorded:
-                pair = self._record(identifier, throttle, pair, expired, cost, now)
-            elif commit and outcome is _LIMIT_REACHED:
-                wait = self._start_block(throttle, pair, now, wait)
-
             expires_in = _expires_in(pair, throttle, in_window, cost, now, recorded)
+            blocked = pair is not None and pair.blocked_until > now
+            if recorded and commit:
+                self._record(identifier, throttle, pair, expired, cost, now)
+            elif outcome is _LIMIT_REACHED and throttle.block_duration_us:
+                wait = self._start_block(throttle, pair, now, wait, commit)
+                blocked = True
+
             raw.append(
                 (
                     throttle.name,
@@ -285,6 +312,7 @@ class MemoryStorage:
                     wait,
                     expires_in,
                     recorded,
+                    blocked,
                 )
             )
 
@@ -319,16 +347,22 @@ class MemoryStorage:
                 )
 
         outcome, expired, in_window, wait = verdict
-        recorded = commit and outcome is _ADMITTED and cost > 0
-        if recorded:
-            if pair is None and not self._make_room(identifier, [None], now):
-                return self._refuse_capacity((throttle,), [verdict], cost, now)
-
-            pair = self._record(identifier, throttle, pair, expired, cost, now)
-        elif commit and outcome is _LIMIT_REACHED and throttle.block_duration_us:
-            wait = self._start_block(throttle, pair, now, wait)
-
+        recorded = outcome is _ADMITTED and cost > 0
         expires_in = _expires_in(pair, throttle, in_window, cost, now, recorded)
+        blocked = pair is not None and pair.blocked_until > now
+        if (
+            recorded
+            and pair is None
+            and not self._make_room(identifier, [None], now, commit)
+        ):
+            return self._refuse_capacity((throttle,), [verdict], cost, now)
+
+        if recorded and commit:
+            self._record(identifier, throttle, pair, expired, cost, now)
+        elif outcome is _LIMIT_REACHED and throttle.block_duration_us:
+            wait = self._start_block(throttle, pair, now, wait, commit)
+            blocked = True
+
         return Decision.from_raw(
             (
                 (
@@ -340,19 +374,20 @@ class MemoryStorage:
                     wait,
                     expires_in,
                     recorded,
+                    blocked,
                 ),
             )
         )
 
     def _start_block(
-        self, throttle: Throttle, pair: _Pair | None, now: int, wait: int
+        self, throttle: Throttle, pair: _Pair | None, now: int, wait: int, commit: bool
     ) -> int:
+        # peek reports the block that hit would start, and starts none.
         block_us = throttle.block_duration_us
-        if not block_us:
-            return wait
-
         assert pair is not None  # a full window means the pair has hits
-        pair.blocked_until = now + block_us
+        if commit:
+            pair.blocked_until = now + block_us
+
         return max(wait, block_us)
 
     def _record(
@@ -394,11 +429,19 @@ class MemoryStorage:
 
         client[name] = pair
         self._pairs += 1
+        self._clients_high = max(self._clients_high, len(self._clients))
 
-    def _make_room(self, identifier: str, pairs: list[_Pair | None], now: int) -> bool:
+    def _make_room(
+        self, identifier: str, pairs: list[_Pair | None], now: int, commit: bool
+    ) -> bool:
         needed = pairs.count(None)
         if not needed or self._pairs + needed <= self._max_pairs:
             return True
+
+        if not commit:
+            # Limitation: peek assumes an eviction would make room; it finds no
+            # room only under reject-new.
+            return self._policy is OverflowPolicy.EVICT_LRU
 
         if self._policy is OverflowPolicy.EVICT_LRU:
             self._evict(identifier, needed, now)
@@ -455,7 +498,7 @@ class MemoryStorage:
         wait = max(self._due[0][0] - now, 1) if self._due else 1
         return Decision.from_raw(
             [
-                (t.name, t.limit, Outcome.CAPACITY, v[2], cost, wait, 0, False)
+                (t.name, t.limit, Outcome.CAPACITY, v[2], cost, wait, 0, False, False)
                 for t, v in zip(throttles, verdicts, strict=True)
             ]
         )
@@ -476,6 +519,12 @@ class MemoryStorage:
             del self._clients[identifier]
             self._pairs -= len(client)
             self._reclaimed += len(client)
+
+        # A dict never shrinks its table on deletion: copy it once it is mostly
+        # empty, so memory returns when clients leave.
+        if len(self._clients) < self._clients_high // 4:
+            self._clients = OrderedDict(self._clients)
+            self._clients_high = len(self._clients)
 
         if self._overflowing and self._pairs < self._max_pairs:
             self._overflowing = False

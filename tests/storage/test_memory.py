@@ -1,0 +1,624 @@
+"""
+MemoryStorage: hand-written edge tables, clock rules, capacity and concurrency.
+
+Every expected value here is worked out by hand from DESIGN.md, not computed
+by the reference model (``test_memory_model.py`` does that on random traffic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import threading
+import tracemalloc
+from typing import NamedTuple
+
+import pytest
+
+from sliding_window_throttler import (
+    AsyncMemoryStorage,
+    AsyncThrottler,
+    ConfigurationError,
+    Decision,
+    ManualClock,
+    MemoryStorage,
+    Outcome,
+    Throttle,
+    Throttler,
+    ThrottleRecord,
+)
+
+A = Outcome.ADMITTED
+FULL = Outcome.LIMIT_REACHED
+BLOCKED = Outcome.BLOCKED
+NEVER = Outcome.COST_EXCEEDS_LIMIT
+
+
+class Row(NamedTuple):
+    """One hit and what its record must say."""
+
+    at_ms: float
+    allowed: bool
+    total_hits: int
+    remaining: int
+    time_to_expire: int
+    time_to_block_expire: int
+    retry_after: float
+    outcome: Outcome
+    cost: int = 1
+
+
+def _seen(decision: Decision, at_ms: float, cost: int) -> Row:
+    (record,) = decision.records
+    return Row(
+        at_ms,
+        decision.allowed,
+        record.total_hits,
+        record.remaining,
+        record.time_to_expire,
+        record.time_to_block_expire,
+        record.retry_after,
+        record.outcome,
+        cost,
+    )
+
+
+def _play(throttle: Throttle, rows: list[Row], identifier: str = "client") -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+    for row in rows:
+        decision = throttler.hit(identifier, throttle, cost=row.cost, now_ms=row.at_ms)
+
+        assert _seen(decision, row.at_ms, row.cost) == row
+        assert decision.retry_after == row.retry_after
+        assert decision.records[0].is_blocked is not row.allowed
+
+
+def test_three_per_second_admits_again_exactly_when_the_first_hits_leave() -> None:
+    _play(
+        Throttle("api", 3, 1),
+        [
+            Row(0, True, 1, 2, 1, -1, 0.0, A),
+            Row(0, True, 2, 1, 1, -1, 0.0, A),
+            Row(0, True, 3, 0, 1, -1, 0.0, A),
+            Row(999, False, 4, 0, 1, 1, 0.001, FULL),
+            Row(1000, True, 1, 2, 1, -1, 0.0, A),
+            Row(1001, True, 2, 1, 1, -1, 0.0, A),
+        ],
+    )
+
+
+def test_block_longer_than_the_window_outlasts_it_and_is_not_extended() -> None:
+    _play(
+        Throttle("login", 2, 1, block_duration=5),
+        [
+            Row(0, True, 1, 1, 1, -1, 0.0, A),
+            Row(100, True, 2, 0, 1, -1, 0.0, A),
+            # Refused while the window waits 0.8 s: the 5 s block is longer.
+            Row(200, False, 3, 0, 1, 5, 5.0, FULL),
+            # The window is empty again, but the block holds until 5200 ms.
+            Row(1500, False, 1, 0, 0, 4, 3.7, BLOCKED),
+            Row(5199, False, 1, 0, 0, 1, 0.001, BLOCKED),
+            Row(5200, True, 1, 1, 1, -1, 0.0, A),
+        ],
+    )
+
+
+def test_block_shorter_than_the_window_reports_the_still_full_window() -> None:
+    _play(
+        Throttle("login", 2, 10, block_duration=1),
+        [
+            Row(0, True, 1, 1, 10, -1, 0.0, A),
+            Row(0, True, 2, 0, 10, -1, 0.0, A),
+            # Blocked until 1500 ms, but the window only frees at 10 s.
+            Row(500, False, 3, 0, 10, 10, 9.5, FULL),
+            Row(1000, False, 3, 0, 9, 9, 9.0, BLOCKED),
+            # The block has ended; the window is still full: a new block.
+            Row(2000, False, 3, 0, 8, 8, 8.0, FULL),
+            Row(10_000, True, 1, 1, 10, -1, 0.0, A),
+        ],
+    )
+
+
+def test_limit_one_alternates_on_the_window_edge() -> None:
+    _play(
+        Throttle("one", 1, 1),
+        [
+            Row(0, True, 1, 0, 1, -1, 0.0, A),
+            Row(500, False, 2, 0, 1, 1, 0.5, FULL),
+            Row(1000, True, 1, 0, 1, -1, 0.0, A),
+            Row(1999, False, 2, 0, 1, 1, 0.001, FULL),
+            Row(2000, True, 1, 0, 1, -1, 0.0, A),
+        ],
+    )
+
+
+def test_one_millisecond_window_works_in_microseconds() -> None:
+    _play(
+        Throttle("tiny", 2, 0.001),
+        [
+            Row(0, True, 1, 1, 1, -1, 0.0, A),
+            Row(0, True, 2, 0, 1, -1, 0.0, A),
+            Row(0.5, False, 3, 0, 1, 1, 0.0005, FULL),
+            Row(0.999, False, 3, 0, 1, 1, 0.000001, FULL),
+            Row(1, True, 1, 1, 1, -1, 0.0, A),
+        ],
+    )
+
+
+def test_cost_above_limit_never_succeeds_and_starts_no_block() -> None:
+    throttle = Throttle("api", 3, 1, block_duration=10)
+    _play(
+        throttle,
+        [
+            Row(0, False, 4, 3, 0, -1, math.inf, NEVER, cost=4),
+            Row(0, True, 1, 2, 1, -1, 0.0, A),
+            Row(0, True, 3, 0, 1, -1, 0.0, A, cost=2),
+            Row(1, False, 7, 0, 1, -1, math.inf, NEVER, cost=4),
+            # A block would last until 10 s: there is none.
+            Row(1000, True, 1, 2, 1, -1, 0.0, A),
+        ],
+    )
+
+
+def test_cost_above_limit_decision_cannot_succeed() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+
+    decision = throttler.hit("client", Throttle("api", 3, 1), cost=4)
+
+    assert not decision.allowed
+    assert decision.retry_after == math.inf
+    assert not decision.can_succeed
+
+
+def test_cost_zero_is_admitted_unless_blocked_and_records_nothing() -> None:
+    _play(
+        Throttle("api", 2, 1, block_duration=5),
+        [
+            Row(0, True, 0, 2, 0, -1, 0.0, A, cost=0),
+            Row(0, True, 1, 1, 1, -1, 0.0, A),
+            Row(0, True, 2, 0, 1, -1, 0.0, A),
+            Row(500, True, 2, 0, 1, -1, 0.0, A, cost=0),
+            # Had the cost-0 hit counted, total_hits would be 4.
+            Row(500, False, 3, 0, 1, 5, 5.0, FULL),
+            Row(2000, False, 0, 0, 0, 4, 3.5, BLOCKED, cost=0),
+        ],
+    )
+
+
+def test_lowered_limit_keeps_the_newest_admissions() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+    three = Throttle("api", 3, 10)
+    two = Throttle("api", 2, 10)
+    for at_ms in (0, 1000, 2000):
+        assert throttler.hit("client", three, now_ms=at_ms).allowed
+
+    refused = throttler.hit("client", two, now_ms=3000)
+    later = throttler.hit("client", two, now_ms=11_000)
+
+    # The newest two are 1000 and 2000 ms: the wait runs to 11 s, not 10 s.
+    assert _seen(refused, 3000, 1) == Row(3000, False, 3, 0, 8, 8, 8.0, FULL)
+    assert _seen(later, 11_000, 1) == Row(11_000, True, 2, 0, 1, -1, 0.0, A)
+
+
+def test_refused_hit_is_recorded_in_no_throttle() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+    burst = Throttle("burst", 1, 1)
+    sustained = Throttle("sustained", 2, 10)
+    assert throttler.hit("client", burst, sustained, now_ms=0).allowed
+
+    by_burst = throttler.hit("client", burst, sustained, now_ms=500)
+    sustained_after = throttler.peek("client", sustained, now_ms=500)
+
+    assert not by_burst.allowed
+    assert by_burst.retry_after == 0.5
+    assert [r.outcome for r in by_burst.records] == [FULL, A]
+    assert by_burst.records[1].is_blocked is False
+    assert by_burst.records[1].time_to_block_expire == -1
+    # Only the 0 ms hit is in the sustained window: 1 + this peek's 1.
+    assert sustained_after.records[0].total_hits == 2
+
+
+def test_refusal_by_the_second_throttle_leaves_the_first_unrecorded() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+    burst = Throttle("burst", 1, 1)
+    sustained = Throttle("sustained", 2, 10)
+    assert throttler.hit("client", burst, sustained, now_ms=0).allowed
+    assert throttler.hit("client", burst, sustained, now_ms=1000).allowed
+
+    by_sustained = throttler.hit("client", burst, sustained, now_ms=2000)
+    burst_alone = throttler.hit("client", burst, now_ms=2000)
+
+    assert not by_sustained.allowed
+    assert [r.outcome for r in by_sustained.records] == [A, FULL]
+    assert by_sustained.retry_after == 8.0
+    # Had the refused hit been recorded in burst, this one would be refused.
+    assert burst_alone.allowed
+    assert burst_alone.records[0].total_hits == 1
+
+
+def test_multi_throttle_retry_after_is_the_longest_wait() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+    burst = Throttle("burst", 1, 1)
+    sustained = Throttle("sustained", 2, 10)
+    assert throttler.hit("client", burst, sustained, now_ms=0).allowed
+    assert throttler.hit("client", burst, sustained, now_ms=1000).allowed
+
+    both = throttler.hit("client", burst, sustained, now_ms=1500)
+
+    assert [(r.outcome, r.retry_after) for r in both.records] == [
+        (FULL, 0.5),
+        (FULL, 8.5),
+    ]
+    assert both.retry_after == 8.5
+    assert both.limiting.name == "sustained"
+
+
+def test_clock_that_steps_back_stands_still() -> None:
+    clock = ManualClock(start_ms=5000)
+    throttler = Throttler(MemoryStorage(clock=clock))
+    throttle = Throttle("api", 2, 1)
+    assert throttler.hit("a", throttle).allowed
+
+    clock.set_ms(0)
+    second = throttler.hit("a", throttle)
+    clock.set_ms(1000)
+    third = throttler.hit("a", throttle)
+    clock.set_ms(6000)
+    fourth = throttler.hit("a", throttle)
+
+    # Both hits count at 5000 ms, so the window frees at 6000 ms.
+    assert second.allowed
+    assert second.records[0].time_to_expire == 1
+    assert not third.allowed
+    assert third.retry_after == 1.0
+    assert fourth.allowed
+    assert fourth.records[0].total_hits == 1
+
+
+def test_storage_clock_never_goes_back_across_clients() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+    throttle = Throttle("api", 2, 1)
+    throttler.hit("a", throttle, now_ms=5000)
+
+    throttler.hit("b", throttle, now_ms=0)
+    at_5999 = throttler.hit("b", throttle, now_ms=5999)
+    again = throttler.hit("b", throttle, now_ms=5999)
+
+    # b's first hit counts at 5000 ms (the storage has seen that time), so it
+    # is still in the window at 5999 ms.
+    assert at_5999.records[0].total_hits == 2
+    assert not again.allowed
+    assert again.retry_after == 0.001
+
+
+def test_peek_changes_nothing_not_even_the_storage_clock() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+    throttle = Throttle("api", 2, 1, block_duration=60)
+    throttler.hit("a", throttle, now_ms=5000)
+    throttler.hit("a", throttle, now_ms=5000)
+
+    throttler.peek("a", throttle, now_ms=7000)
+    throttler.peek("a", throttle, now_ms=5500)
+    refused = throttler.hit("a", throttle, now_ms=5500)
+
+    # The peek at 7000 ms neither moved the clock nor blocked the client.
+    assert refused.records[0].outcome is FULL
+    assert refused.retry_after == 60.0
+
+
+def test_peek_reports_the_block_that_hit_would_start() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+    throttle = Throttle("login", 1, 1, block_duration=60)
+    throttler.hit("a", throttle, now_ms=0)
+
+    peeked = throttler.peek("a", throttle, now_ms=500)
+    hit = throttler.hit("a", throttle, now_ms=500)
+
+    assert hit.retry_after == 60.0
+    assert peeked == hit
+
+
+def test_peek_reports_remaining_and_expiry_as_if_recorded() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+    throttle = Throttle("api", 3, 1)
+
+    peeked = throttler.peek("a", throttle, now_ms=0)
+    hit = throttler.hit("a", throttle, now_ms=0)
+
+    assert (hit.records[0].remaining, hit.records[0].time_to_expire) == (2, 1)
+    assert peeked == hit
+
+
+def test_refusal_that_starts_a_block_leaves_nothing_remaining() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+    throttle = Throttle("api", 3, 1, block_duration=10)
+    throttler.hit("a", throttle, now_ms=0)
+
+    refused = throttler.hit("a", throttle, cost=3, now_ms=0)
+
+    # One hit is in the window and the cost of 3 does not fit: blocked 10 s.
+    assert refused.records[0].outcome is FULL
+    assert refused.retry_after == 10.0
+    assert refused.records[0].remaining == 0
+
+
+def test_reset_forgets_hits_and_blocks() -> None:
+    storage = MemoryStorage(clock=ManualClock())
+    throttler = Throttler(storage)
+    throttle = Throttle("login", 1, 1, block_duration=60)
+    throttler.hit("a", throttle, now_ms=0)
+    throttler.hit("a", throttle, now_ms=0)
+
+    throttler.reset("a")
+
+    assert throttler.hit("a", throttle, now_ms=1).allowed
+    assert storage.stats().pairs == 1
+
+
+def _filled(max_pairs: int, overflow: str) -> tuple[Throttler, MemoryStorage]:
+    storage = MemoryStorage(clock=ManualClock(), max_pairs=max_pairs, overflow=overflow)
+    return Throttler(storage), storage
+
+
+def test_reject_new_refuses_a_new_client_until_one_expires() -> None:
+    throttler, storage = _filled(2, "reject-new")
+    throttle = Throttle("api", 5, 1)
+    throttler.hit("a", throttle, now_ms=0)
+    throttler.hit("b", throttle, now_ms=100)
+
+    refused = throttler.hit("c", throttle, now_ms=200)
+    known = throttler.hit("a", throttle, now_ms=300)
+    still_full = throttler.hit("c", throttle, now_ms=1000)
+    room = throttler.hit("c", throttle, now_ms=1100)
+
+    assert not refused.allowed
+    assert refused.records[0].outcome is Outcome.CAPACITY
+    # The first tracked client (a, due at 1000 ms) is the earliest room.
+    assert refused.retry_after == 0.8
+    assert known.allowed
+    # a was hit again at 300 ms, so only b (due 1100 ms) can leave next.
+    assert not still_full.allowed
+    assert still_full.retry_after == 0.1
+    assert room.allowed
+    stats = storage.stats()
+    assert (stats.pairs, stats.refused_new, stats.reclaimed, stats.evicted) == (
+        2,
+        2,
+        1,
+        0,
+    )
+
+
+def test_peek_at_capacity_reports_the_refusal_hit_would_give() -> None:
+    throttler, _ = _filled(1, "reject-new")
+    throttle = Throttle("api", 5, 1)
+    throttler.hit("a", throttle, now_ms=0)
+
+    peeked = throttler.peek("b", throttle, now_ms=200)
+    hit = throttler.hit("b", throttle, now_ms=200)
+
+    assert hit.records[0].outcome is Outcome.CAPACITY
+    assert peeked == hit
+
+
+def test_evict_lru_drops_the_least_recently_used_client() -> None:
+    throttler, storage = _filled(2, "evict-lru")
+    throttle = Throttle("api", 2, 10)
+    throttler.hit("a", throttle, now_ms=0)
+    throttler.hit("b", throttle, now_ms=100)
+    throttler.hit("a", throttle, now_ms=200)
+
+    assert throttler.hit("c", throttle, now_ms=300).allowed  # evicts b
+    assert throttler.hit("b", throttle, now_ms=400).allowed  # evicts a
+    again = throttler.hit("a", throttle, now_ms=500)  # evicts c
+
+    # a's two hits were forgotten with it: this is its first again.
+    assert again.allowed
+    assert again.records[0].total_hits == 1
+    stats = storage.stats()
+    assert (stats.pairs, stats.evicted, stats.refused_new) == (2, 3, 0)
+
+
+def test_blocked_client_is_never_evicted_before_its_block_ends() -> None:
+    throttler, storage = _filled(2, "evict-lru")
+    login = Throttle("login", 1, 1, block_duration=10)
+    throttler.hit("a", login, now_ms=0)
+    throttler.hit("a", login, now_ms=1)  # blocked until 10 001 ms
+
+    for at_ms, client in enumerate(["b", "c", "d", "e"], start=2):
+        assert throttler.hit(client, login, now_ms=at_ms).allowed
+
+    still = throttler.hit("a", login, now_ms=9999)
+    free = throttler.hit("a", login, now_ms=10_001)
+
+    assert still.records[0].outcome is BLOCKED
+    assert still.retry_after == 0.002
+    assert free.allowed
+    assert storage.stats().evicted == 3
+
+
+def test_when_every_client_is_blocked_evict_lru_refuses_the_new_one() -> None:
+    throttler, storage = _filled(1, "evict-lru")
+    login = Throttle("login", 1, 1, block_duration=10)
+    throttler.hit("a", login, now_ms=0)
+    throttler.hit("a", login, now_ms=1)
+
+    refused = throttler.hit("b", login, now_ms=2)
+
+    assert refused.records[0].outcome is Outcome.CAPACITY
+    stats = storage.stats()
+    assert (stats.pairs, stats.evicted, stats.refused_new) == (1, 0, 1)
+
+
+def test_blocked_client_is_not_reclaimed_before_its_block_ends() -> None:
+    throttler, storage = _filled(10, "reject-new")
+    login = Throttle("login", 1, 1, block_duration=10)
+    throttler.hit("a", login, now_ms=0)
+    throttler.hit("a", login, now_ms=1)  # window ends at 1 s, block at 10.001 s
+
+    throttler.hit("b", login, now_ms=2000)  # a is due, but blocked: kept
+    throttler.hit("b", login, now_ms=5000)  # b's first pair is reclaimed
+    reclaimed = storage.stats().reclaimed
+    still = throttler.hit("a", login, now_ms=10_000)
+
+    assert reclaimed == 1
+    assert still.records[0].outcome is BLOCKED
+    assert still.retry_after == 0.001
+    assert throttler.hit("a", login, now_ms=10_001).allowed
+
+
+@pytest.mark.parametrize(
+    ("options", "field", "shown"),
+    [
+        ({"max_pairs": 0}, "max_pairs", "got 0"),
+        ({"max_pairs": True}, "max_pairs", "got True"),
+        ({"max_pairs": "10"}, "max_pairs", "got '10'"),
+        ({"overflow": "drop-oldest"}, "overflow", "got 'drop-oldest'"),
+    ],
+)
+def test_bad_storage_options_raise_configuration_error(
+    options: dict[str, object], field: str, shown: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        MemoryStorage(**options)  # type: ignore[arg-type]
+
+    assert caught.value.field == field
+    assert shown in str(caught.value)
+
+
+def test_threads_on_one_key_admit_exactly_the_limit() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock(start_ms=1000)))
+    throttle = Throttle("api", 100, 60)
+    start = threading.Barrier(32)
+    admitted = [0] * 32
+
+    def worker(index: int) -> None:
+        start.wait()
+        for _ in range(500):
+            admitted[index] += throttler.hit("shared", throttle).allowed
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(32)]
+    for thread in threads:
+        thread.start()
+
+    for thread in threads:
+        thread.join()
+
+    assert sum(admitted) == 100
+
+
+def test_coroutines_on_one_key_admit_exactly_the_limit() -> None:
+    throttler = AsyncThrottler(AsyncMemoryStorage(clock=ManualClock(start_ms=1000)))
+    throttle = Throttle("api", 100, 60)
+
+    async def client() -> int:
+        admitted = 0
+        for _ in range(5):
+            admitted += (await throttler.hit("shared", throttle)).allowed
+            await asyncio.sleep(0)
+
+        return admitted
+
+    async def crowd() -> list[int]:
+        return await asyncio.gather(*(client() for _ in range(1000)))
+
+    assert sum(asyncio.run(crowd())) == 100
+
+
+# One million distinct clients, one hit each, one microsecond apart, through a
+# window of 200 ms (200 000 hits) and a cap of 100 000 pairs. A client "held"
+# is blocked for the whole run and takes one of the pairs.
+CLIENTS = 1_000_000
+CAP = 100_000
+CHURN = Throttle("api", 1, 0.2)
+HELD = Throttle("login", 1, 0.2, block_duration=2)
+
+
+def _churn(overflow: str) -> tuple[MemoryStorage, int, int]:
+    """Run the million clients; return the storage, admitted, and peak pairs."""
+    clock = ManualClock()
+    storage = MemoryStorage(clock=clock, max_pairs=CAP, overflow=overflow)
+    storage.hit("held", (HELD,), 1)
+    storage.hit("held", (HELD,), 1)  # blocked until 2 s
+    churn = (CHURN,)
+    admitted = peak = 0
+    for i in range(CLIENTS):
+        clock.set_us(i)
+        admitted += storage.hit(f"client-{i}", churn, 1).allowed
+        if i % 1000 == 0:
+            peak = max(peak, storage.stats().pairs)
+
+    return storage, admitted, max(peak, storage.stats().pairs)
+
+
+def _held_is_still_blocked(storage: MemoryStorage) -> bool:
+    decision = storage.peek("held", (HELD,), 1)
+    return decision.records[0].outcome is BLOCKED
+
+
+@pytest.mark.slow
+def test_million_clients_reject_new_keeps_the_cap_and_counts_refusals() -> None:
+    storage, admitted, peak = _churn("reject-new")
+
+    # The cap holds 99 999 clients beside "held". Each client's pair leaves
+    # 200 000 us after its hit, so every 200 000 hits admit 99 999 and refuse
+    # the rest: 5 periods.
+    stats = storage.stats()
+    assert peak == CAP
+    assert admitted == 5 * 99_999
+    assert stats.refused_new == CLIENTS - 5 * 99_999
+    # Reclaimed by the last hit: clients admitted at or before 799 999 us.
+    assert stats.reclaimed == 4 * 99_999
+    assert (stats.pairs, stats.evicted) == (CAP, 0)
+    assert _held_is_still_blocked(storage)
+
+
+@pytest.mark.slow
+def test_million_clients_evict_lru_keeps_the_cap_and_counts_evictions() -> None:
+    storage, admitted, peak = _churn("evict-lru")
+
+    # Every client is admitted; past the first 99 999, each evicts the least
+    # recently used one, never the blocked "held".
+    stats = storage.stats()
+    assert peak == CAP
+    assert admitted == CLIENTS
+    assert stats.evicted == CLIENTS - (CAP - 1)
+    assert (stats.pairs, stats.refused_new, stats.reclaimed) == (CAP, 0, 0)
+    assert _held_is_still_blocked(storage)
+
+
+@pytest.mark.slow
+def test_memory_returns_to_its_baseline_once_every_client_expired() -> None:
+    # Fill the cap and overflow it a little (tracemalloc makes each hit
+    # several times slower, so not the full million).
+    gc.collect()
+    tracemalloc.start()
+    try:
+        clock = ManualClock()
+        storage = MemoryStorage(clock=clock, max_pairs=CAP)
+        churn = (CHURN,)
+        baseline = tracemalloc.get_traced_memory()[0]
+        for i in range(CAP + 1000):
+            clock.set_us(i)
+            storage.hit(f"client-{i}", churn, 1)
+
+        full = tracemalloc.get_traced_memory()[0] - baseline
+        clock.set_us(10 * CLIENTS)
+        storage.hit("last", churn, 1)
+        gc.collect()
+        left = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+
+    assert storage.stats().pairs == 1
+    assert full > 20_000_000
+    assert left < 1_000_000, f"{left:,} bytes still held of {full:,}"
+
+
+def test_record_type_is_the_public_throttle_record() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+
+    decision = throttler.hit("a", Throttle("api", 1, 1))
+
+    assert isinstance(decision.records[0], ThrottleRecord)

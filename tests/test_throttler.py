@@ -1,0 +1,197 @@
+"""The facade: argument checks, reset, and the sync and async faces."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from sliding_window_throttler import (
+    AsyncMemoryStorage,
+    AsyncThrottler,
+    ConfigurationError,
+    KeyGenerationError,
+    ManualClock,
+    MemoryStorage,
+    Throttle,
+    Throttler,
+)
+
+API = Throttle("api", 1, 60)
+LOGIN = Throttle("login", 1, 60)
+
+
+@pytest.fixture
+def throttler() -> Throttler:
+    return Throttler(MemoryStorage(clock=ManualClock()))
+
+
+@pytest.mark.parametrize(
+    ("identifier", "shown"),
+    [
+        (None, "NoneType"),
+        (42, "int"),
+        (b"203.0.113.7", "bytes"),
+        (["a"], "list"),
+        ("", "got 0"),
+        ("x" * 65_537, "got 65,537"),
+    ],
+)
+def test_bad_identifier_raises_key_generation_error(
+    throttler: Throttler, identifier: object, shown: str
+) -> None:
+    with pytest.raises(KeyGenerationError) as caught:
+        throttler.hit(identifier, API)  # type: ignore[arg-type]
+
+    assert shown in str(caught.value)
+
+
+def test_identifier_of_65536_characters_is_accepted(throttler: Throttler) -> None:
+    assert throttler.hit("x" * 65_536, API).allowed
+
+
+def test_identifier_is_checked_by_peek_and_reset_too(throttler: Throttler) -> None:
+    with pytest.raises(KeyGenerationError):
+        throttler.peek("", API)
+
+    with pytest.raises(KeyGenerationError):
+        throttler.reset(7)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("cost", "shown"),
+    [(-1, "-1"), (1.0, "1.0"), (True, "True"), ("1", "'1'"), (None, "None")],
+)
+def test_bad_cost_raises_configuration_error_for_cost(
+    throttler: Throttler, cost: object, shown: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        throttler.hit("a", API, cost=cost)  # type: ignore[arg-type]
+
+    assert caught.value.field == "cost"
+    assert shown in str(caught.value)
+
+
+def test_hit_without_throttles_raises_configuration_error(
+    throttler: Throttler,
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        throttler.hit("a")
+
+    assert caught.value.field == "throttles"
+
+
+def test_throttles_with_the_same_name_raise_configuration_error(
+    throttler: Throttler,
+) -> None:
+    twin = Throttle("api", 100, 1)
+
+    with pytest.raises(ConfigurationError) as caught:
+        throttler.hit("a", API, LOGIN, twin)
+
+    assert caught.value.field == "throttles"
+    assert "'api'" in str(caught.value)
+
+
+def test_non_throttle_argument_raises_configuration_error(
+    throttler: Throttler,
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        throttler.hit("a", "100/minute")  # type: ignore[arg-type]
+
+    assert caught.value.field == "throttles"
+    assert "'100/minute'" in str(caught.value)
+
+
+@pytest.mark.parametrize("now_ms", [math.nan, math.inf, -math.inf, True, "5"])
+def test_bad_explicit_time_raises_configuration_error(
+    throttler: Throttler, now_ms: object
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        throttler.hit("a", API, LOGIN, now_ms=now_ms)  # type: ignore[arg-type]
+
+    assert caught.value.field == "now_ms"
+
+
+def test_reset_of_an_identifier_forgets_all_its_throttles(
+    throttler: Throttler,
+) -> None:
+    throttler.hit("a", API, LOGIN)
+    throttler.hit("b", API, LOGIN)
+
+    throttler.reset("a")
+
+    assert throttler.hit("a", API, LOGIN).allowed
+    assert not throttler.hit("b", API).allowed
+
+
+def test_reset_of_one_throttle_keeps_the_others(throttler: Throttler) -> None:
+    throttler.hit("a", API, LOGIN)
+
+    throttler.reset("a", LOGIN)
+
+    assert throttler.hit("a", LOGIN).allowed
+    assert not throttler.hit("a", API).allowed
+
+
+def test_reset_of_an_unknown_identifier_does_nothing(throttler: Throttler) -> None:
+    throttler.reset("nobody")
+    throttler.reset("nobody", API)
+
+    assert throttler.hit("nobody", API).allowed
+
+
+def test_explicit_time_overrides_the_storage_clock(throttler: Throttler) -> None:
+    assert throttler.hit("a", API, now_ms=0).allowed
+    assert not throttler.hit("a", API, now_ms=59_999).allowed
+    assert throttler.hit("a", API, now_ms=60_000).allowed
+
+
+def test_default_throttler_uses_memory_storage() -> None:
+    throttler = Throttler()
+
+    assert isinstance(throttler.storage, MemoryStorage)
+    assert throttler.hit("a", API).allowed
+    assert not throttler.hit("a", API).allowed
+    throttler.close()
+
+
+def test_async_face_decides_validates_and_resets_like_the_sync_one() -> None:
+    throttler = AsyncThrottler(AsyncMemoryStorage(clock=ManualClock()))
+
+    async def scenario() -> list[bool]:
+        first = await throttler.hit("a", API, LOGIN)
+        peeked = await throttler.peek("a", API)
+        second = await throttler.hit("a", API)
+        await throttler.reset("a", API)
+        third = await throttler.hit("a", API)
+        fourth = await throttler.hit("a", LOGIN)
+        with pytest.raises(KeyGenerationError):
+            await throttler.hit("", API)
+
+        with pytest.raises(ConfigurationError):
+            await throttler.hit("a", API, cost=-1)
+
+        await throttler.close()
+        return [
+            first.allowed,
+            peeked.allowed,
+            second.allowed,
+            third.allowed,
+            fourth.allowed,
+        ]
+
+    assert asyncio.run(scenario()) == [True, False, False, True, False]
+
+
+def test_async_memory_storage_shares_a_given_storage() -> None:
+    shared = MemoryStorage(clock=ManualClock())
+    sync = Throttler(shared)
+    asynchronous = AsyncThrottler(AsyncMemoryStorage(shared))
+    sync.hit("a", API)
+
+    decision = asyncio.run(asynchronous.hit("a", API))
+
+    assert not decision.allowed
+    assert shared.stats().pairs == 1
