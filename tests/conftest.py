@@ -1,0 +1,3 @@
+"""Shared pytest configuration for the whole suite."""
+
+pytest_plugins = ["redis_fixtures"]
