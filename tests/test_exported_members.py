@@ -7,6 +7,7 @@ import sliding_window_throttler
 # Changing this list changes the public API: update it on purpose only.
 PUBLIC = [
     "AsyncMemoryStorage",
+    "AsyncRedisStorage",
     "AsyncStorage",
     "AsyncThrottler",
     "Clock",
@@ -23,6 +24,7 @@ PUBLIC = [
     "RateLimitExceededError",
     "RedisConnectionError",
     "RedisFunctionError",
+    "RedisStorage",
     "SecurityViolationError",
     "Storage",
     "StorageError",

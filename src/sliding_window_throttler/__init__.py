@@ -8,6 +8,7 @@ per named throttle, in memory or in Redis.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from .core.clock import Clock, ManualClock, MonotonicClock
 from .core.decision import Decision, Outcome, ThrottleRecord
@@ -37,12 +38,17 @@ from .storage.memory import (
 )
 from .throttler import AsyncThrottler, Throttler
 
+if TYPE_CHECKING:
+    from .storage.redis import RedisStorage
+    from .storage.redis_async import AsyncRedisStorage
+
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncMemoryStorage",
+    "AsyncRedisStorage",
     "AsyncStorage",
     "AsyncThrottler",
     "Clock",
@@ -59,6 +65,7 @@ __all__ = [
     "RateLimitExceededError",
     "RedisConnectionError",
     "RedisFunctionError",
+    "RedisStorage",
     "SecurityViolationError",
     "Storage",
     "StorageError",
@@ -75,3 +82,13 @@ __all__ = [
     "parse_duration_ms",
     "parse_rate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The Redis storages need redis-py, an optional extra: imported on demand.
+    if name in ("RedisStorage", "AsyncRedisStorage"):
+        from . import storage
+
+        return getattr(storage, name)
+
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,8 @@ about it::
     │   ├── RedisConnectionError     Redis unreachable (recoverable)
     │   │   └── StorageTimeoutError  no answer within the deadline; the hit's
     │   │                            outcome is unknown (``outcome_unknown``)
+    │   ├── StorageUnavailableError  the storage is not asked (circuit open) or
+    │   │                            fail-closed refuses: answer 503
     │   ├── RedisFunctionError       the Lua function: not supported, load
     │   │                            failed or execution failed (``kind``)
     │   └── StorageOperationError    Redis answered with an error (OOM, READONLY...)
@@ -41,6 +43,7 @@ class ThrottlerErrorCode(StrEnum):
     REDIS_FUNCTION_LOAD_FAILED = "REDIS_FUNCTION_LOAD_FAILED"
     REDIS_FUNCTION_EXECUTION_FAILED = "REDIS_FUNCTION_EXECUTION_FAILED"
     STORAGE_OPERATION_FAILED = "STORAGE_OPERATION_FAILED"
+    STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
     RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
     SECURITY_VIOLATION = "SECURITY_VIOLATION"
 
@@ -126,16 +129,30 @@ class KeyGenerationError(ThrottlerError, ValueError):
 
 
 class StorageError(ThrottlerError):
-    """The storage could not decide; a retry or a failure strategy may."""
+    """
+    The storage could not decide; a retry or a failure strategy may.
+
+    ``outcome_unknown`` is True when the command may have run all the same (a
+    timeout, a connection lost after sending): such a hit may already be
+    counted, so it is never retried. It is False unless a subclass or the
+    storage says otherwise.
+    """
 
     default_code = ThrottlerErrorCode.STORAGE_ERROR
     default_severity = ErrorSeverity.HIGH
     default_recoverable = True
     suggestion = "Check the storage backend; the failure strategy decides meanwhile."
+    outcome_unknown: bool = False
 
 
 class RedisConnectionError(StorageError):
-    """Redis could not be reached (refused, reset, DNS, authentication)."""
+    """
+    Redis could not be reached (refused, reset, DNS, authentication).
+
+    Pass ``outcome_unknown=True`` when the connection broke after the command
+    was sent (reset or closed while reading the reply): the hit may have been
+    counted, so it must not be retried.
+    """
 
     default_code = ThrottlerErrorCode.REDIS_CONNECTION_FAILED
     default_severity = ErrorSeverity.CRITICAL
@@ -144,6 +161,22 @@ class RedisConnectionError(StorageError):
         "that the password and TLS settings match; decisions follow the failure "
         "strategy (fail-open, fail-closed or local) until it answers."
     )
+
+    def __init__(
+        self,
+        message: str,
+        code: ThrottlerErrorCode | str | None = None,
+        recoverable: bool | None = None,
+        *,
+        severity: ErrorSeverity | None = None,
+        context: dict[str, Any] | None = None,
+        outcome_unknown: bool = False,
+    ) -> None:
+        if outcome_unknown:
+            context = {"outcome_unknown": True, **(context or {})}
+
+        super().__init__(message, code, recoverable, severity=severity, context=context)
+        self.outcome_unknown = outcome_unknown
 
 
 class StorageTimeoutError(RedisConnectionError):
@@ -169,9 +202,10 @@ class StorageTimeoutError(RedisConnectionError):
         context: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            message, context={"outcome_unknown": outcome_unknown, **(context or {})}
+            message,
+            context={"outcome_unknown": outcome_unknown, **(context or {})},
+            outcome_unknown=outcome_unknown,
         )
-        self.outcome_unknown = outcome_unknown
 
 
 class RedisFunctionError(StorageError):
@@ -236,6 +270,49 @@ class StorageOperationError(StorageError):
         "maxmemory-policy (volatile-ttl suits throttle keys, which all expire); for "
         "READONLY point the client at the master."
     )
+
+
+class StorageUnavailableError(StorageError):
+    """
+    No decision could be made: the web layer answers 503 Service Unavailable.
+
+    Raised by the fail-closed strategy (with the storage's error as
+    ``__cause__``), and handed to the failure strategy while the circuit
+    breaker keeps requests away from a failing storage.
+
+    Args:
+        message: What happened.
+        retry_after: Seconds until the storage is tried again (for a
+            ``Retry-After`` header; 0 when unknown).
+        strategy: The failure strategy that refused, if one did.
+    """
+
+    default_code = ThrottlerErrorCode.STORAGE_UNAVAILABLE
+    default_severity = ErrorSeverity.HIGH
+    suggestion = (
+        "The storage is failing and the failure strategy refuses requests: answer "
+        "503 with Retry-After, and check the storage error in __cause__ (or the "
+        "circuit breaker's last error in the context)."
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float = 0.0,
+        strategy: str | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            context={
+                "retry_after": retry_after,
+                "strategy": strategy,
+                **(context or {}),
+            },
+        )
+        self.retry_after = retry_after
+        self.strategy = strategy
 
 
 class RateLimitExceededError(ThrottlerError):

@@ -622,3 +622,16 @@ def test_record_type_is_the_public_throttle_record() -> None:
     decision = throttler.hit("a", Throttle("api", 1, 1))
 
     assert isinstance(decision.records[0], ThrottleRecord)
+
+
+def test_negative_explicit_times_are_ordinary_times():
+    # 0 must not stand for "never blocked": simulations may start before it.
+    throttler = Throttler(MemoryStorage())
+    throttle = Throttle("api", 2, 1)
+
+    allowed = [
+        throttler.hit("a", throttle, now_ms=ms).allowed
+        for ms in (-5000, -5000, -5000, -4001, -4000)
+    ]
+
+    assert allowed == [True, True, False, False, True]

@@ -40,6 +40,8 @@ from ..errors import ConfigurationError
 logger = logging.getLogger(__name__)
 
 _NO_TIMES: list[int] = []
+# Before any time a caller can pass (explicit times may be negative).
+_NEVER_BLOCKED = -(2**63)
 
 
 class OverflowPolicy(StrEnum):
@@ -78,7 +80,7 @@ class _Pair:
 
     def __init__(self, ttl_us: int) -> None:
         self.times: list[int] = []
-        self.blocked_until = 0
+        self.blocked_until = _NEVER_BLOCKED
         self.ttl_us = ttl_us
 
     def expires_at(self) -> int:
@@ -95,7 +97,9 @@ def _judge(
     pair: _Pair | None, throttle: Throttle, cost: int, now: int
 ) -> tuple[Outcome, int, int, int]:
     if pair is None:
-        return judge(_NO_TIMES, 0, now, throttle.limit, throttle.ttl_us, cost)
+        return judge(
+            _NO_TIMES, _NEVER_BLOCKED, now, throttle.limit, throttle.ttl_us, cost
+        )
 
     return judge(
         pair.times, pair.blocked_until, now, throttle.limit, throttle.ttl_us, cost
@@ -170,7 +174,7 @@ class MemoryStorage:
         self._clients: OrderedDict[str, _Client] = OrderedDict()
         self._due: list[tuple[int, str]] = []
         self._pairs = 0
-        self._high_water = -(2**62)
+        self._high_water = _NEVER_BLOCKED
         self._refused_new = 0
         self._evicted = 0
         self._reclaimed = 0
@@ -326,7 +330,9 @@ class MemoryStorage:
         client = self._clients.get(identifier)
         if client is None:
             pair = None
-            verdict = judge(_NO_TIMES, 0, now, throttle.limit, throttle.ttl_us, cost)
+            verdict = judge(
+                _NO_TIMES, _NEVER_BLOCKED, now, throttle.limit, throttle.ttl_us, cost
+            )
         else:
             if commit and self._lru:
                 self._clients.move_to_end(identifier)
@@ -334,7 +340,12 @@ class MemoryStorage:
             pair = client.get(throttle.name)
             if pair is None:
                 verdict = judge(
-                    _NO_TIMES, 0, now, throttle.limit, throttle.ttl_us, cost
+                    _NO_TIMES,
+                    _NEVER_BLOCKED,
+                    now,
+                    throttle.limit,
+                    throttle.ttl_us,
+                    cost,
                 )
             else:
                 verdict = judge(

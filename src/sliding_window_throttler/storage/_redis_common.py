@@ -1,0 +1,651 @@
+"""
+What the sync and async Redis storages share: everything but the I/O.
+
+Keys, arguments and reply parsing are pure functions. The calls themselves are
+plans: generators that yield the ``Command`` to run next and receive its reply
+(or have its exception thrown in), so the loader (``NOSCRIPT`` and "Function
+not found" handling, the switch to ``EVALSHA`` on servers without functions)
+and the translation of redis-py errors exist once; ``redis.py`` and
+``redis_async.py`` only drive plans, one with ``await``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeVar
+
+from ..core.decision import Decision, Outcome, RawRecord
+from ..core.rate import MAX_LIMIT, Throttle
+from ..errors import (
+    ConfigurationError,
+    KeyGenerationError,
+    RedisConnectionError,
+    RedisFunctionError,
+    StorageOperationError,
+    StorageTimeoutError,
+    ThrottlerError,
+)
+
+try:
+    from redis import exceptions as redis_errors
+    from redis.backoff import NoBackoff
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ConfigurationError(
+        "redis",
+        "Redis storage needs redis-py: pip install 'sliding-window-throttler[redis]'",
+    ) from exc
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Plan = Generator["Command", Any, T]
+"""A storage call: yields commands, receives their replies, returns a result."""
+
+DEFAULT_PREFIX = "throttle"
+DEFAULT_MAX_LOG_SIZE = 10_000
+DEFAULT_CONNECT_TIMEOUT = 0.05
+DEFAULT_COMMAND_TIMEOUT = 0.1
+MAX_TIME_US = 2**52
+"""Times and costs beyond this would lose precision as Lua doubles."""
+
+SLOT_BYTES = 6
+"""Bytes per admitted hit in a ring (see the header of ``lua/throttle.lua``)."""
+
+_PREFIX_PATTERN = re.compile(r"[!-z|~]{1,128}")
+"""Printable ASCII without ``{`` and ``}``, which would move the hash tag."""
+
+_OUTCOMES = (
+    Outcome.ADMITTED,
+    Outcome.LIMIT_REACHED,
+    Outcome.BLOCKED,
+    Outcome.COST_EXCEEDS_LIMIT,
+)
+_FIELDS = 6
+"""Integers per throttle in the decide entry's reply."""
+_RESET_ATTEMPTS = 5
+_CHECKED_MAX = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """
+    One Redis command of a plan.
+
+    Attributes:
+        args: The command and its arguments.
+        key: A key of the command; on Cluster the command goes to its node.
+    """
+
+    args: tuple[str | int | bytes, ...]
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class LuaEntry:
+    """An entry point of the Lua library, as a function and as a script."""
+
+    function: str
+    """The name registered by ``FUNCTION LOAD``."""
+    body: str
+    """The script run by ``EVAL``: the library with a ``return entry(...)`` tail."""
+    sha: str
+    """The SHA-1 of ``body``, for ``EVALSHA``."""
+
+
+@dataclass(frozen=True, slots=True)
+class LuaLibrary:
+    """The Lua source file and the entry points built from it."""
+
+    name: str
+    source: str
+    decide: LuaEntry
+    reset: LuaEntry
+
+
+def load_library() -> LuaLibrary:
+    """Read ``lua/throttle.lua`` and build its function and script forms."""
+    source = resources.files(__package__).joinpath("lua/throttle.lua").read_text()
+    shebang, _, rest = source.partition("\n")
+    name_match = re.fullmatch(r"#!lua name=(\w+)", shebang)
+    body, marker, registration = rest.partition("\nredis.register_function(")
+    functions = dict(
+        re.findall(r"redis\.register_function\('(\w+)', (\w+)\)", marker + registration)
+    )
+    if name_match is None or not marker or len(functions) != 2:
+        raise RuntimeError("lua/throttle.lua lost its shebang or registration block")
+
+    entries = {entry: function for function, entry in functions.items()}
+    return LuaLibrary(
+        name_match.group(1),
+        source,
+        _entry(entries["decide"], body, "decide"),
+        _entry(entries["reset"], body, "reset"),
+    )
+
+
+def _entry(function: str, body: str, entry: str) -> LuaEntry:
+    script = f"{body}\nreturn {entry}(KEYS, ARGV)\n"
+    return LuaEntry(function, script, hashlib.sha1(script.encode()).hexdigest())
+
+
+LIBRARY = load_library()
+
+
+def identifier_tag(identifier: str) -> str:
+    """
+    The fixed-length digest of an identifier used as its Cluster hash tag.
+
+    The first 16 bytes of SHA-256 of the UTF-8 text, in lowercase base32 (26
+    characters): nothing a client sends can move its slot or reach another
+    client's keys.
+    """
+    digest = hashlib.sha256(identifier.encode("utf-8", "surrogatepass")).digest()
+    return base64.b32encode(digest[:16]).decode("ascii").rstrip("=").lower()
+
+
+def index_key(prefix: str, identifier: str) -> str:
+    """The key of an identifier's index of throttle names: ``prefix:{tag}``."""
+    return f"{prefix}:{{{identifier_tag(identifier)}}}"
+
+
+def ring_key(index: str, name: str) -> str:
+    """The key of one pair's ring: ``prefix:{tag}:name``, beside its index."""
+    return f"{index}:{name}"
+
+
+def decide_args(
+    mode: str, now_us: int | None, cost: int, throttles: Sequence[Throttle]
+) -> list[str | int]:
+    """The ``ARGV`` of the decide entry (see ``lua/throttle.lua``)."""
+    args: list[str | int] = [mode, "" if now_us is None else now_us, cost]
+    for throttle in throttles:
+        args += (throttle.name, throttle.limit, throttle.ttl_ms)
+        args.append(throttle.block_duration_ms)
+
+    return args
+
+
+def parse_decision(
+    reply: object, throttles: Sequence[Throttle], cost: int
+) -> tuple[Decision, int]:
+    """
+    Turn the decide entry's reply into a ``Decision``.
+
+    Returns:
+        The decision and the time it was made at, in microseconds (the
+        server's ``TIME`` or the explicit time, raised to the newest admission
+        of the pairs involved).
+    """
+    if not isinstance(reply, list) or len(reply) != 1 + _FIELDS * len(throttles):
+        raise RedisFunctionError(
+            f"the decision function replied {reply!r:.200}, expected "
+            f"{1 + _FIELDS * len(throttles)} integers",
+            "execution_failed",
+            context={"backend": "redis"},
+        )
+
+    raw: list[RawRecord] = []
+    for i, throttle in enumerate(throttles):
+        at = 1 + _FIELDS * i
+        outcome, in_window, wait_us, expires_in_us, recorded, blocked = reply[
+            at : at + _FIELDS
+        ]
+        raw.append(
+            (
+                throttle.name,
+                throttle.limit,
+                _OUTCOMES[outcome],
+                in_window,
+                cost,
+                wait_us,
+                expires_in_us,
+                recorded == 1,
+                blocked == 1,
+            )
+        )
+
+    return Decision.from_raw(raw), int(reply[0])
+
+
+def client_timeouts(
+    socket_connect_timeout: float | None, socket_timeout: float | None
+) -> dict[str, float | None]:
+    """Check the timeouts (seconds) and return them as redis-py options."""
+    for field, value in (
+        ("socket_connect_timeout", socket_connect_timeout),
+        ("socket_timeout", socket_timeout),
+    ):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+        ):
+            raise ConfigurationError(
+                field, f"{field} must be a positive number of seconds, got {value!r}"
+            )
+
+    return {
+        "socket_connect_timeout": socket_connect_timeout,
+        "socket_timeout": socket_timeout,
+    }
+
+
+def cluster_url(url: str) -> str | None:
+    """The plain URL of a ``redis+cluster://`` URL, or None for other URLs."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in ("redis+cluster", "rediss+cluster"):
+        return f"{scheme.lower().removesuffix('+cluster')}://{rest}"
+
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKit:
+    """
+    The redis-py classes of one face (sync or asyncio), and how both faces
+    build clients from settings: with our timeouts and without retries (a
+    retried hit may count twice; retrying is the recovery layer's job). The
+    caller's options win over ours.
+    """
+
+    redis: Any
+    cluster: Any
+    cluster_node: Any
+    sentinel: Any
+    retry: Any
+
+    def _options(
+        self, timeouts: Mapping[str, Any], options: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return {**timeouts, "retry": self.retry(NoBackoff(), 0), **options}
+
+    def from_url(
+        self, url: str, timeouts: Mapping[str, Any], options: Mapping[str, Any]
+    ) -> Any:
+        """A client for ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://``."""
+        plain = cluster_url(url)
+        with map_redis_errors("connect"):
+            if plain is not None:
+                return self.cluster.from_url(plain, **self._options(timeouts, options))
+
+            return self.redis.from_url(url, **self._options(timeouts, options))
+
+    def from_cluster(
+        self,
+        startup_nodes: Sequence[tuple[str, int]],
+        url: str | None,
+        timeouts: Mapping[str, Any],
+        options: Mapping[str, Any],
+    ) -> Any:
+        """A Cluster client from nodes or a node's URL."""
+        if not startup_nodes and url is None:
+            raise ConfigurationError(
+                "startup_nodes", "a Cluster needs startup_nodes or a url"
+            )
+
+        settings = self._options(timeouts, options)
+        with map_redis_errors("connect"):
+            if url is not None:
+                return self.cluster.from_url(cluster_url(url) or url, **settings)
+
+            nodes = [self.cluster_node(host, port) for host, port in startup_nodes]
+            return self.cluster(startup_nodes=nodes, **settings)
+
+    def from_sentinel(
+        self,
+        service_name: str,
+        sentinels: Sequence[tuple[str, int]],
+        timeouts: Mapping[str, Any],
+        sentinel_options: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+    ) -> tuple[Any, list[Any]]:
+        """The master client of ``service_name``, and every client to close."""
+        if not sentinels:
+            raise ConfigurationError("sentinels", "give at least one (host, port)")
+
+        sentinel = self.sentinel(
+            list(sentinels),
+            sentinel_kwargs={**timeouts, **(sentinel_options or {})},
+            **self._options(timeouts, options),
+        )
+        client = sentinel.master_for(service_name)
+        return client, [client, *sentinel.sentinels]
+
+
+@contextmanager
+def map_redis_errors(operation: str) -> Iterator[None]:
+    """
+    Translate redis-py exceptions into this package's errors.
+
+    The only place where that happens: timeouts become ``StorageTimeoutError``,
+    unreachable servers ``RedisConnectionError``, failures of the Lua code
+    ``RedisFunctionError`` and other error replies ``StorageOperationError``.
+    """
+    try:
+        yield
+    except ThrottlerError:
+        raise
+    except redis_errors.TimeoutError as exc:
+        raise StorageTimeoutError(
+            f"Redis did not answer {operation} in time: {exc}",
+            outcome_unknown=_may_have_run(exc),
+            context={"backend": "redis", "operation": operation},
+        ) from exc
+    except (
+        redis_errors.ConnectionError,
+        redis_errors.ClusterDownError,
+        redis_errors.TryAgainError,
+        redis_errors.RedisClusterException,
+    ) as exc:
+        raise RedisConnectionError(
+            f"Redis is unreachable for {operation}: {exc}",
+            outcome_unknown=_may_have_run(exc),
+            context={"backend": "redis", "operation": operation},
+        ) from exc
+    except redis_errors.ResponseError as exc:
+        raise _response_error(exc, operation) from exc
+    except redis_errors.RedisError as exc:
+        raise StorageOperationError(
+            f"Redis failed {operation}: {exc}",
+            context={"backend": "redis", "operation": operation},
+        ) from exc
+
+
+_NEVER_SENT = (
+    redis_errors.AuthenticationError,
+    redis_errors.AuthorizationError,
+    redis_errors.BusyLoadingError,
+    redis_errors.MaxConnectionsError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.RedisClusterException,
+)
+_NEVER_SENT_TEXT = (
+    "connecting",
+    "no master found",
+    "no slave found",
+    "previous master",
+)
+
+
+def _may_have_run(exc: Exception) -> bool:
+    """
+    Whether the command may have run before ``exc``: the recovery layer never
+    retries a counting hit that may have. Only errors raised before sending
+    (connecting, refused by the server without running) say no.
+    """
+    if isinstance(exc, _NEVER_SENT):
+        return False
+
+    text = str(exc).lower()
+    return not any(marker in text for marker in _NEVER_SENT_TEXT)
+
+
+def _response_error(exc: redis_errors.ResponseError, operation: str) -> Exception:
+    message = str(exc)
+    context = {"backend": "redis", "operation": operation}
+    if message.startswith("SWT ") or "user_script" in message or "script:" in message:
+        return RedisFunctionError(
+            f"the decision function failed {operation}: {message}",
+            "execution_failed",
+            context=context,
+        )
+
+    return StorageOperationError(
+        f"Redis refused {operation}: {message}", context=context
+    )
+
+
+def _is_unknown_command(exc: redis_errors.ResponseError) -> bool:
+    return str(exc).lower().startswith("unknown command")
+
+
+def _is_function_missing(exc: redis_errors.ResponseError) -> bool:
+    return str(exc).startswith("Function not found")
+
+
+class RedisCore:
+    """
+    The state and logic both Redis storages share: settings, validation,
+    the plans of ``hit``/``peek``/``reset``, and the loader.
+
+    Args:
+        prefix: The first part of every key.
+        enable_redis_functions: Call the library with ``FCALL`` (Redis 7+);
+            otherwise, or when the server has no functions, run the same code
+            through ``EVALSHA``.
+        max_log_size: The highest limit a throttle may have here.
+    """
+
+    __slots__ = ("_checked", "functions", "max_log_size", "prefix")
+
+    def __init__(
+        self,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        enable_redis_functions: bool = True,
+        max_log_size: int = DEFAULT_MAX_LOG_SIZE,
+    ) -> None:
+        if not isinstance(prefix, str) or not _PREFIX_PATTERN.fullmatch(prefix):
+            raise ConfigurationError(
+                "prefix",
+                "prefix must be 1-128 printable ASCII characters without spaces, "
+                "'{' or '}' (they would move the Cluster hash tag), "
+                f"got {prefix!r}",
+            )
+
+        if not isinstance(enable_redis_functions, bool):
+            raise ConfigurationError(
+                "enable_redis_functions",
+                "enable_redis_functions must be True or False, "
+                f"got {enable_redis_functions!r}",
+            )
+
+        if (
+            isinstance(max_log_size, bool)
+            or not isinstance(max_log_size, int)
+            or not 1 <= max_log_size <= MAX_LIMIT
+        ):
+            raise ConfigurationError(
+                "max_log_size",
+                f"max_log_size must be an integer from 1 to {MAX_LIMIT:,}, "
+                f"got {max_log_size!r}",
+            )
+
+        self.prefix = prefix
+        self.functions = enable_redis_functions
+        self.max_log_size = max_log_size
+        self._checked: set[Throttle] = set()
+
+    def check_throttle(self, throttle: Throttle) -> None:
+        """
+        Refuse a throttle this storage cannot keep.
+
+        Raises:
+            ConfigurationError: if it is not a ``Throttle``, or its limit is
+                above ``max_log_size``.
+        """
+        if not isinstance(throttle, Throttle):
+            raise ConfigurationError(
+                "throttles",
+                f"expected Throttle objects, got {type(throttle).__name__} "
+                f"{throttle!r}",
+            )
+
+        if throttle in self._checked:
+            return
+
+        if throttle.limit > self.max_log_size:
+            raise ConfigurationError(
+                "limit",
+                f"throttle {throttle.name!r}: limit {throttle.limit:,} is above "
+                f"max_log_size={self.max_log_size:,}. Redis keeps one exact entry "
+                f"({SLOT_BYTES} bytes) per admitted hit in the window, so every "
+                f"client of this throttle may hold {throttle.limit * SLOT_BYTES:,} "
+                "bytes; raise max_log_size if that is intended",
+            )
+
+        if len(self._checked) >= _CHECKED_MAX:
+            self._checked.clear()  # throttles made per request must not pile up
+
+        self._checked.add(throttle)
+
+    def keys_for(self, identifier: str, throttles: Sequence[Throttle]) -> list[str]:
+        """The index key of ``identifier``, then its ring key per throttle."""
+        index = index_key(self.prefix, identifier)
+        return [index, *(ring_key(index, t.name) for t in throttles)]
+
+    def decide(
+        self,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_us: int | None,
+        *,
+        record: bool,
+    ) -> Plan[tuple[Decision, int]]:
+        """The plan of ``hit`` (``record=True``) or ``peek``."""
+        operation = "hit" if record else "peek"
+        _check_identifier(identifier)
+        for throttle in throttles:
+            self.check_throttle(throttle)
+
+        _check_call(throttles, cost, now_us)
+
+        keys = self.keys_for(identifier, throttles)
+        args = decide_args(operation, now_us, cost, throttles)
+        with map_redis_errors(operation):
+            reply = yield from self._call(LIBRARY.decide, keys, args)
+
+        return parse_decision(reply, throttles, cost)
+
+    def reset(self, identifier: str, throttles: Sequence[Throttle]) -> Plan[None]:
+        """The plan of ``reset``: delete the identifier's keys (all, or some)."""
+        _check_identifier(identifier)
+        for throttle in throttles:
+            self.check_throttle(throttle)
+
+        keys = self.keys_for(identifier, throttles)
+        with map_redis_errors("reset"):
+            if throttles:
+                yield Command(("DEL", *keys[1:]), keys[0])
+                return
+
+            rings: list[str] = []
+            for _ in range(_RESET_ATTEMPTS):
+                reply = yield from self._call(LIBRARY.reset, [keys[0], *rings], [])
+                if isinstance(reply, int):
+                    return
+
+                listed = reply.decode() if isinstance(reply, bytes) else str(reply)
+                rings = [ring_key(keys[0], name) for name in listed.split()]
+
+        raise StorageOperationError(
+            f"reset gave up: the identifier's throttles changed {_RESET_ATTEMPTS} "
+            "times while it ran",
+            context={"backend": "redis", "operation": "reset"},
+        )
+
+    def _call(
+        self, entry: LuaEntry, keys: Sequence[str], args: Sequence[str | int]
+    ) -> Plan[Any]:
+        """Run an entry point: ``FCALL`` if possible, else ``EVALSHA``."""
+        if self.functions:
+            fcall = Command(("FCALL", entry.function, len(keys), *keys, *args), keys[0])
+            try:
+                return (yield fcall)
+            except redis_errors.ResponseError as exc:
+                if _is_function_missing(exc):
+                    # The error comes before the function runs (a restart
+                    # without persistence, FUNCTION FLUSH, a failover to a
+                    # server without the library): after loading, the same
+                    # call cannot count the hit twice.
+                    yield from self._load(keys[0])
+                    return (yield from self._call_loaded(fcall))
+
+                if not _is_unknown_command(exc):
+                    raise
+
+                self.functions = False
+                logger.warning(
+                    "Redis has no FCALL (before 7.0): running the throttle "
+                    "library through EVALSHA from now on"
+                )
+
+        evalsha = ("EVALSHA", entry.sha, len(keys), *keys, *args)
+        try:
+            return (yield Command(evalsha, keys[0]))
+        except redis_errors.NoScriptError:
+            # As above, NOSCRIPT comes before the script runs; EVAL caches it
+            # on the node that owns the keys and runs it once.
+            return (yield Command(("EVAL", entry.body, *evalsha[2:]), keys[0]))
+
+    def _call_loaded(self, fcall: Command) -> Plan[Any]:
+        try:
+            return (yield fcall)
+        except redis_errors.ResponseError as exc:
+            if not _is_function_missing(exc):
+                raise
+
+            raise RedisFunctionError(
+                f"the Lua library {LIBRARY.name} is still missing after loading it "
+                f"on the node of {fcall.key!r}: {exc}",
+                "load_failed",
+                context={"backend": "redis", "library": LIBRARY.name},
+            ) from exc
+
+    def _load(self, key: str) -> Plan[None]:
+        load = ("FUNCTION", "LOAD", "REPLACE", LIBRARY.source)
+        try:
+            yield Command(load, key)
+        except redis_errors.ResponseError as exc:
+            raise RedisFunctionError(
+                f"loading the Lua library {LIBRARY.name} failed: {exc}",
+                "load_failed",
+                context={"backend": "redis", "library": LIBRARY.name},
+            ) from exc
+
+        logger.info("loaded the Lua library %s into Redis", LIBRARY.name)
+
+
+def _check_identifier(identifier: object) -> None:
+    if not isinstance(identifier, str) or not identifier:
+        raise KeyGenerationError(
+            "identifier must be a non-empty string",
+            context={"identifier_type": type(identifier).__name__},
+        )
+
+
+def _check_call(throttles: Sequence[Throttle], cost: int, now_us: int | None) -> None:
+    if not throttles:
+        raise ConfigurationError("throttles", "a hit needs at least one Throttle")
+
+    if len(throttles) > 1 and len({t.name for t in throttles}) != len(throttles):
+        raise ConfigurationError(
+            "throttles", "throttle names must be distinct within one hit"
+        )
+
+    if (
+        isinstance(cost, bool)
+        or not isinstance(cost, int)
+        or not 0 <= cost <= MAX_TIME_US
+    ):
+        raise ConfigurationError(
+            "cost", f"cost must be a whole number from 0 to 2**52, got {cost!r}"
+        )
+
+    if now_us is not None and (
+        isinstance(now_us, bool)
+        or not isinstance(now_us, int)
+        or not -MAX_TIME_US <= now_us <= MAX_TIME_US
+    ):
+        raise ConfigurationError(
+            "now_us",
+            f"now_us must be whole microseconds within +-2**52, got {now_us!r}",
+        )

@@ -1,0 +1,523 @@
+"""``RedisStorage`` on private servers: keys, expiry, loader, faults, topologies."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+import redis
+
+from redis_servers import RedisCluster, RedisServer, SentinelSet, wait_for
+from sliding_window_throttler import (
+    RedisConnectionError,
+    RedisFunctionError,
+    StorageTimeoutError,
+    Throttle,
+)
+from sliding_window_throttler.storage import RedisStorage
+from sliding_window_throttler.storage._redis_common import (
+    LIBRARY,
+    identifier_tag,
+    map_redis_errors,
+)
+
+pytestmark = pytest.mark.redis
+
+TIMEOUTS = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
+MS = 1_000
+S = 1_000_000
+
+
+@pytest.fixture
+def prefix(redis_prefix: str) -> str:
+    return redis_prefix.rstrip(":")
+
+
+@pytest.fixture
+def storage(redis_server: RedisServer, prefix: str) -> Iterator[RedisStorage]:
+    made = RedisStorage.from_url(redis_server.url, prefix=prefix, **TIMEOUTS)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def cluster_storage(redis_cluster: RedisCluster, prefix: str) -> Iterator[RedisStorage]:
+    made = RedisStorage.from_cluster(
+        redis_cluster.startup_nodes, prefix=prefix, **TIMEOUTS
+    )
+    yield made
+    made.close()
+
+
+def pttl(storage: RedisStorage, key: str) -> int:
+    return int(storage.client.pttl(key))
+
+
+def count_in_ring(storage: RedisStorage, key: str) -> int:
+    """The ring header's count of admissions (see lua/throttle.lua)."""
+    header = storage.client.getrange(key, 0, 28)
+    return int.from_bytes(header[9:13], "big")
+
+
+# Keys and expiry
+
+
+def test_keys_expire_with_their_window(storage: RedisStorage) -> None:
+    throttle = Throttle("api", 5, 2)
+
+    storage.hit("alice", [throttle], 1)
+
+    index, ring = storage.keys("alice", [throttle])
+    assert 0 < pttl(storage, ring) <= 2_000
+    assert pttl(storage, ring) <= pttl(storage, index) <= 2_000 + 1_000
+
+
+def test_keys_last_as_long_as_a_block(storage: RedisStorage) -> None:
+    throttle = Throttle("login", 1, 1, block_duration=30)
+    storage.hit("alice", [throttle], 1)
+
+    storage.hit("alice", [throttle], 1)
+
+    index, ring = storage.keys("alice", [throttle])
+    assert 29_000 < pttl(storage, ring) <= 30_000
+    assert pttl(storage, ring) <= pttl(storage, index) <= 31_000
+
+
+def test_the_index_outlives_the_longest_pair(storage: RedisStorage) -> None:
+    long, short = Throttle("long", 5, 60), Throttle("short", 5, 1)
+    storage.hit("alice", [long], 1)
+
+    storage.hit("alice", [short], 1)
+
+    index, long_ring, short_ring = storage.keys("alice", [long, short])
+    assert pttl(storage, short_ring) <= 1_000
+    assert pttl(storage, long_ring) <= pttl(storage, index)
+
+
+def test_keys_of_simulated_time_expire_after_a_grace(storage: RedisStorage) -> None:
+    throttle = Throttle("sim", 5, 1)
+
+    storage.hit("alice", [throttle], 1, now_us=0)
+
+    _, ring = storage.keys("alice", [throttle])
+    assert 60_000 < pttl(storage, ring) <= 61_000
+
+
+@pytest.mark.parametrize(("hits", "budget"), [(100, 900), (1_000, 8_500)])
+def test_memory_per_identifier_stays_within_budget(
+    fresh_redis_server: RedisServer, hits: int, budget: int
+) -> None:
+    # The default prefix, as in production (test prefixes are longer).
+    throttle = Throttle("api", hits, 3600)
+    with RedisStorage.from_url(fresh_redis_server.url, **TIMEOUTS) as storage:
+        for _ in range(hits):
+            assert storage.hit("203.0.113.7", [throttle], 1).allowed
+
+        assert not storage.hit("203.0.113.7", [throttle], 1).allowed
+        keys = storage.keys("203.0.113.7", [throttle])
+        usage = sum(storage.client.memory_usage(key) for key in keys)
+
+    assert usage <= budget
+
+
+def test_keys_name_the_digest_in_a_hash_tag_and_never_the_identifier(
+    storage: RedisStorage, prefix: str
+) -> None:
+    storage.hit("secret-api-key", [Throttle("api", 5, 60)], 1)
+
+    keys = sorted(storage.client.scan_iter(match=f"{prefix}:*"))
+
+    tag = identifier_tag("secret-api-key")
+    assert keys == [f"{prefix}:{{{tag}}}".encode(), f"{prefix}:{{{tag}}}:api".encode()]
+    assert all(b"secret" not in key for key in keys)
+
+
+def test_reset_deletes_exactly_the_identifiers_keys(
+    storage: RedisStorage, prefix: str
+) -> None:
+    first, second = Throttle("first", 5, 60), Throttle("second", 5, 60)
+    storage.hit("alice", [first, second], 1)
+    storage.hit("bob", [first], 1)
+    storage.client.set(f"{prefix}:unrelated", "x")
+
+    storage.reset("alice")
+
+    left = set(storage.client.scan_iter(match=f"{prefix}:*"))
+    assert left == {
+        f"{prefix}:unrelated".encode(),
+        *(key.encode() for key in storage.keys("bob", [first])),
+    }
+    storage.reset("bob", [first])
+    assert storage.client.exists(storage.keys("bob", [first])[1]) == 0
+
+
+# The loader
+
+
+def test_function_flush_between_two_hits_loses_and_doubles_nothing(
+    fresh_redis_server: RedisServer,
+) -> None:
+    throttle = Throttle("api", 5, 60)
+    with RedisStorage.from_url(fresh_redis_server.url, **TIMEOUTS) as storage:
+        storage.hit("alice", [throttle], 1)
+        storage.client.function_flush()
+
+        decision = storage.hit("alice", [throttle], 1)
+
+        assert decision.allowed and decision.records[0].total_hits == 2
+        assert count_in_ring(storage, storage.keys("alice", [throttle])[1]) == 2
+        libraries = storage.client.function_list(library=LIBRARY.name)
+        assert len(libraries) == 1
+
+
+def test_script_flush_between_two_hits_loses_and_doubles_nothing(
+    fresh_redis_server: RedisServer,
+) -> None:
+    throttle = Throttle("api", 5, 60)
+    with RedisStorage.from_url(
+        fresh_redis_server.url, enable_redis_functions=False, **TIMEOUTS
+    ) as storage:
+        storage.hit("alice", [throttle], 1)
+        storage.client.script_flush()
+
+        decision = storage.hit("alice", [throttle], 1)
+
+        assert decision.allowed and decision.records[0].total_hits == 2
+        assert storage.client.script_exists(LIBRARY.decide.sha) == [True]
+        assert storage.client.function_list() == []
+
+
+def test_a_restart_between_two_hits_counts_the_second_once(
+    fresh_redis_server: RedisServer,
+) -> None:
+    throttle = Throttle("api", 5, 60)
+    with RedisStorage.from_url(fresh_redis_server.url, **TIMEOUTS) as storage:
+        storage.hit("alice", [throttle], 1)
+        fresh_redis_server.restart()
+
+        decision = storage.hit("alice", [throttle], 1)
+
+        assert decision.allowed and decision.records[0].total_hits == 1
+        assert storage.peek("alice", [throttle], 1).records[0].total_hits == 2
+
+
+def test_evalsha_decides_exactly_as_fcall(
+    fresh_redis_server: RedisServer,
+) -> None:
+    throttles = [Throttle("a", 3, 1, block_duration=2), Throttle("b", 5, 10)]
+    url = fresh_redis_server.url
+    with (
+        RedisStorage.from_url(url, prefix="f", **TIMEOUTS) as functions,
+        RedisStorage.from_url(
+            url, prefix="e", enable_redis_functions=False, **TIMEOUTS
+        ) as scripts,
+    ):
+        for step in range(40):
+            now_us = step * 150 * MS
+            cost = step % 3
+            assert functions.hit("u", throttles, cost, now_us) == scripts.hit(
+                "u", throttles, cost, now_us
+            )
+
+        stats = functions.client.info("commandstats")
+
+    fcall, evalsha = stats["cmdstat_fcall"], stats["cmdstat_evalsha"]
+    # The first FCALL and EVALSHA find nothing loaded and fail before running;
+    # the function is then loaded, and the script sent once with EVAL.
+    assert fcall["calls"] - fcall["failed_calls"] == 40
+    assert evalsha["calls"] - evalsha["failed_calls"] == 39
+    assert stats["cmdstat_eval"]["calls"] == 1
+
+
+# Identifiers and time
+
+
+def _similar_identifiers() -> list[str]:
+    return [
+        "{",
+        "}",
+        "{tag}",
+        "a:b",
+        "a_b",
+        "A:B",
+        "with space",
+        "line\nbreak",
+        "x" * 10_240,
+        "日本語 ✓ émoji 🚦",
+        "\udc80",
+        "case",
+        "CASE",
+        "Case",
+    ]
+
+
+@pytest.mark.parametrize("topology", ["standalone", "cluster"])
+def test_identifiers_are_opaque_and_keep_their_own_counters(
+    request: pytest.FixtureRequest, topology: str
+) -> None:
+    storage: RedisStorage = request.getfixturevalue(
+        "storage" if topology == "standalone" else "cluster_storage"
+    )
+    throttles = [Throttle("one", 1, 60), Throttle("two", 2, 60)]
+    identifiers = _similar_identifiers()
+
+    first = [storage.hit(i, throttles, 1).allowed for i in identifiers]
+    second = [storage.hit(i, throttles, 1).allowed for i in identifiers]
+
+    assert first == [True] * len(identifiers)
+    assert second == [False] * len(identifiers)
+    for identifier in identifiers:
+        slots = {
+            storage.client.execute_command("CLUSTER KEYSLOT", key)
+            if topology == "cluster"
+            else redis.cluster.key_slot(key.encode())
+            for key in storage.keys(identifier, throttles)
+        }
+        assert len(slots) == 1
+
+
+def test_decisions_carry_the_servers_time(storage: RedisStorage) -> None:
+    seconds, micros = storage.client.time()
+
+    _, decided_at = storage.decide("alice", [Throttle("api", 5, 60)], 1)
+
+    assert abs(decided_at - (seconds * S + micros)) < 2 * S
+
+
+def test_clients_with_skewed_clocks_share_one_timeline(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    throttle = Throttle("api", 4, 30)
+    real_time, real_time_ns = time.time, time.time_ns
+    real_monotonic = time.monotonic
+
+    def ahead(seconds: float) -> Any:
+        return mock.patch.multiple(
+            time,
+            time=lambda: real_time() + seconds,
+            time_ns=lambda: real_time_ns() + int(seconds * 1e9),
+            monotonic=lambda: real_monotonic() + seconds,
+        )
+
+    behind = RedisStorage.from_url(redis_server.url, prefix=prefix, **TIMEOUTS)
+    skewed = RedisStorage.from_url(redis_server.url, prefix=prefix, **TIMEOUTS)
+    results = []
+    for turn in range(8):
+        if turn % 2:
+            with ahead(5.0):
+                results.append(skewed.decide("shared", [throttle], 1))
+        else:
+            results.append(behind.decide("shared", [throttle], 1))
+
+    behind.close()
+    skewed.close()
+    allowed = [decision.allowed for decision, _ in results]
+    times = [at for _, at in results]
+    assert allowed == [True] * 4 + [False] * 4
+    assert times == sorted(times)
+    for decision, at in results[4:]:
+        assert decision.retry_after == pytest.approx((times[0] + 30 * S - at) / S)
+
+
+# Errors
+
+
+def test_the_lua_code_checks_its_arguments(storage: RedisStorage) -> None:
+    storage.hit("alice", [Throttle("api", 1, 1)], 1)
+    index, ring = storage.keys("alice", [Throttle("api", 1, 1)])
+    good = ["hit", "", 1, "api", 1, 1000, 0]
+    bad_args = [
+        ["jump", *good[1:]],
+        [good[0], "soon", *good[2:]],
+        [*good[:2], -1, *good[3:]],
+        [*good[:2], 1.5, *good[3:]],
+        [*good[:3], "no space", *good[4:]],
+        [*good[:4], 0, *good[5:]],
+        [*good[:5], 0, good[6]],
+        [*good[:6], -5],
+        [*good, "extra"],
+        good[:3],
+    ]
+    for args in bad_args:
+        with pytest.raises(RedisFunctionError) as caught, map_redis_errors("hit"):
+            storage.client.fcall(LIBRARY.decide.function, 2, index, ring, *args)
+
+        assert caught.value.kind == "execution_failed"
+        assert "SWT bad argument" in str(caught.value)
+
+    with pytest.raises(RedisFunctionError, match="key"), map_redis_errors("hit"):
+        storage.client.fcall(LIBRARY.decide.function, 2, index, index + ":other", *good)
+
+
+@pytest.mark.parametrize(
+    "spoil", [lambda c, k: c.set(k, "not a ring"), lambda c, k: c.lpush(k, "x")]
+)
+def test_a_key_holding_something_else_is_an_execution_error(
+    storage: RedisStorage, spoil: Callable[[redis.Redis, str], Any]
+) -> None:
+    throttle = Throttle("api", 5, 60)
+    spoil(storage.client, storage.keys("alice", [throttle])[1])
+
+    with pytest.raises(RedisFunctionError) as caught:
+        storage.hit("alice", [throttle], 1)
+
+    assert caught.value.kind == "execution_failed"
+
+
+def test_a_paused_server_times_out_with_the_outcome_unknown(
+    fresh_redis_server: RedisServer,
+) -> None:
+    throttle = Throttle("api", 5, 60)
+    with RedisStorage.from_url(fresh_redis_server.url, socket_timeout=0.1) as storage:
+        storage.hit("alice", [throttle], 1)
+        fresh_redis_server.pause()
+        try:
+            began = time.monotonic()
+            with pytest.raises(StorageTimeoutError) as caught:
+                storage.hit("alice", [throttle], 1)
+            waited = time.monotonic() - began
+        finally:
+            fresh_redis_server.resume()
+
+    assert caught.value.outcome_unknown
+    assert waited < 2.0
+
+
+def test_a_dead_server_is_a_connection_error_until_it_returns(
+    fresh_redis_server: RedisServer,
+) -> None:
+    throttle = Throttle("api", 5, 60)
+    with RedisStorage.from_url(fresh_redis_server.url, **TIMEOUTS) as storage:
+        fresh_redis_server.kill()
+        with pytest.raises(RedisConnectionError) as caught:
+            storage.hit("alice", [throttle], 1)
+
+        assert not caught.value.outcome_unknown  # refused while connecting
+        fresh_redis_server.restart()
+        assert storage.hit("alice", [throttle], 1).allowed
+
+
+# Construction and topologies
+
+
+def test_default_timeouts_are_tight_and_retries_off(redis_server: RedisServer) -> None:
+    with RedisStorage.from_url(redis_server.url) as storage:
+        kwargs = storage.client.connection_pool.connection_kwargs
+
+    assert kwargs["socket_connect_timeout"] == 0.05
+    assert kwargs["socket_timeout"] == 0.1
+    assert kwargs["retry"].get_retries() == 0
+
+
+def test_a_unix_socket_url_works(
+    redis_server_factory: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    socket_path = tmp_path / "redis.sock"
+    redis_server_factory("--unixsocket", str(socket_path))
+
+    with RedisStorage.from_url(f"unix://{socket_path}", **TIMEOUTS) as storage:
+        assert storage.hit("alice", [Throttle("api", 1, 60)], 1).allowed
+
+
+def test_a_client_passed_in_stays_open(redis_server: RedisServer, prefix: str) -> None:
+    client = redis_server.client()
+    storage = RedisStorage(client, prefix=prefix)
+
+    storage.hit("alice", [Throttle("api", 1, 60)], 1)
+    storage.close()
+
+    assert client.ping()
+    client.close()
+
+
+@pytest.mark.parametrize("how", ["url", "cluster-url", "nodes"])
+def test_cluster_clients_come_from_nodes_or_urls(
+    redis_cluster: RedisCluster, prefix: str, how: str
+) -> None:
+    host, port = redis_cluster.startup_nodes[0]
+    if how == "url":
+        storage = RedisStorage.from_url(f"redis+cluster://{host}:{port}", prefix=prefix)
+    elif how == "cluster-url":
+        storage = RedisStorage.from_cluster(url=f"redis://{host}:{port}", prefix=prefix)
+    else:
+        storage = RedisStorage.from_cluster([(host, port)], prefix=prefix)
+
+    with storage:
+        assert isinstance(storage.client, redis.cluster.RedisCluster)
+        assert storage.hit("alice", [Throttle("api", 1, 60)], 1).allowed
+
+
+def test_two_throttles_on_cluster_admit_together_or_record_nothing(
+    cluster_storage: RedisStorage,
+) -> None:
+    wide, narrow = Throttle("wide", 10, 60), Throttle("narrow", 1, 60)
+    cluster_storage.hit("alice", [wide, narrow], 1)
+
+    refused = cluster_storage.hit("alice", [wide, narrow], 1)
+
+    _, wide_ring, narrow_ring = cluster_storage.keys("alice", [wide, narrow])
+    assert not refused.allowed
+    assert count_in_ring(cluster_storage, wide_ring) == 1
+    assert count_in_ring(cluster_storage, narrow_ring) == 1
+
+
+def test_a_cluster_node_without_the_library_gets_it_on_first_use(prefix: str) -> None:
+    throttle = Throttle("api", 5, 60)
+    with (
+        RedisCluster() as cluster,
+        RedisStorage.from_cluster(
+            cluster.startup_nodes, prefix=prefix, **TIMEOUTS
+        ) as storage,
+    ):
+        storage.hit("alice", [throttle], 1)
+        owner = storage.client.get_node_from_key(storage.keys("alice")[0])
+        storage.client.execute_command(
+            "FUNCTION FLUSH", target_nodes=storage.client.ALL_NODES
+        )
+
+        decision = storage.hit("alice", [throttle], 1)
+
+        assert decision.records[0].total_hits == 2
+        loaded = {
+            node.name: bool(
+                storage.client.execute_command("FUNCTION LIST", target_nodes=node)
+            )
+            for node in storage.client.get_primaries()
+        }
+        assert loaded == {name: name == owner.name for name in loaded}
+
+
+def test_decisions_continue_after_a_sentinel_failover(
+    redis_sentinel: SentinelSet,
+) -> None:
+    throttle = Throttle("api", 10, 60)
+    storage = RedisStorage.from_sentinel(
+        redis_sentinel.service_name, redis_sentinel.sentinels, **TIMEOUTS
+    )
+    for _ in range(3):
+        storage.hit("alice", [throttle], 1)
+    with redis_sentinel.master().client() as master:
+        assert master.wait(1, 5_000) == 1
+
+    new_master = redis_sentinel.failover(wait_for_replica=True, timeout_s=40)
+
+    decisions = []
+
+    def decided() -> bool:
+        try:
+            decisions.append(storage.hit("alice", [throttle], 1))
+        except RedisConnectionError:
+            return False
+        return True
+
+    wait_for(decided, "a decision from the new master", timeout_s=10)
+    storage.close()
+    assert decisions[-1].allowed
+    assert decisions[-1].records[0].total_hits == 4
+    with redis_sentinel.master().client() as master:
+        assert redis_sentinel.master_address() == new_master
+        assert master.exists(storage.keys("alice", [throttle])[1]) == 1

@@ -1,0 +1,522 @@
+"""The pure half of the Redis storages: keys, arguments, replies, loader, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from redis import exceptions as redis_errors
+
+from sliding_window_throttler import (
+    ConfigurationError,
+    KeyGenerationError,
+    Outcome,
+    RedisConnectionError,
+    RedisFunctionError,
+    StorageOperationError,
+    StorageTimeoutError,
+    Throttle,
+)
+from sliding_window_throttler.storage._redis_common import (
+    LIBRARY,
+    Command,
+    Plan,
+    RedisCore,
+    client_timeouts,
+    cluster_url,
+    decide_args,
+    identifier_tag,
+    index_key,
+    map_redis_errors,
+    parse_decision,
+    ring_key,
+)
+
+API = Throttle("api", 3, 1)
+BURST = Throttle("burst", 10, 60, block_duration=5)
+
+
+def drive(
+    plan: Plan[Any], answer: Callable[[Command], Any]
+) -> tuple[Any, list[Command]]:
+    """Run a plan against a fake server; return its result and the commands."""
+    commands: list[Command] = []
+    reply: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            command = plan.send(reply) if error is None else plan.throw(error)
+        except StopIteration as done:
+            return done.value, commands
+
+        commands.append(command)
+        try:
+            reply, error = answer(command), None
+        except Exception as exc:
+            reply, error = None, exc
+
+
+def decide_reply(
+    *records: tuple[int, int, int, int, int, int], now_us: int = 7
+) -> list[int]:
+    return [now_us, *(value for record in records for value in record)]
+
+
+ADMIT_REPLY = decide_reply((0, 0, 0, 1_000_000, 1, 0))
+
+
+# Keys
+
+
+def test_identifier_tag_is_a_fixed_length_lowercase_base32_digest() -> None:
+    tags = {identifier_tag(text) for text in ("a", "b" * 10_000, "ü{}:\n ")}
+
+    assert len(tags) == 3
+    assert {len(tag) for tag in tags} == {26}
+    assert all(tag.isalnum() and tag == tag.lower() for tag in tags)
+
+
+def test_identifier_tag_is_the_sha256_prefix_of_the_utf8_text() -> None:
+    digest = hashlib.sha256("älice".encode()).digest()[:16]
+
+    assert identifier_tag("älice") == identifier_tag("älice")
+    assert len(digest) == 16
+    assert identifier_tag("älice") != identifier_tag("Älice")
+
+
+def test_lone_surrogates_still_make_a_key() -> None:
+    assert len(identifier_tag("\udc80")) == 26
+
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [("Alice", "alice"), ("a:b", "a_b"), ("a b", "a_b"), ("x}", "x{"), ("1", "1 ")],
+)
+def test_identifiers_differing_in_one_character_get_different_keys(
+    left: str, right: str
+) -> None:
+    assert index_key("throttle", left) != index_key("throttle", right)
+
+
+def test_keys_put_the_digest_in_the_hash_tag_and_the_name_last() -> None:
+    index = index_key("throttle", "{evil}:key")
+
+    assert index == f"throttle:{{{identifier_tag('{evil}:key')}}}"
+    assert ring_key(index, "api") == f"{index}:api"
+    assert RedisCore(prefix="app:rl").keys_for("u", [API, BURST]) == [
+        index_key("app:rl", "u"),
+        ring_key(index_key("app:rl", "u"), "api"),
+        ring_key(index_key("app:rl", "u"), "burst"),
+    ]
+
+
+# Settings and validation
+
+
+@pytest.mark.parametrize("prefix", ["", "a{b", "a}b", "has space", "x" * 129, 7])
+def test_a_prefix_that_could_move_the_hash_tag_is_refused(prefix: Any) -> None:
+    with pytest.raises(ConfigurationError, match="prefix") as caught:
+        RedisCore(prefix=prefix)
+
+    assert caught.value.field == "prefix"
+
+
+@pytest.mark.parametrize("size", [0, -1, 1_000_001, 2.5, True, "10"])
+def test_max_log_size_must_be_a_sensible_integer(size: Any) -> None:
+    with pytest.raises(ConfigurationError, match="max_log_size"):
+        RedisCore(max_log_size=size)
+
+
+def test_enable_redis_functions_must_be_a_bool() -> None:
+    with pytest.raises(ConfigurationError, match="enable_redis_functions"):
+        RedisCore(enable_redis_functions="yes")  # type: ignore[arg-type]
+
+
+def test_a_limit_above_max_log_size_is_refused_with_the_reason() -> None:
+    core = RedisCore(max_log_size=100)
+    plan = core.decide("u", [Throttle("big", 101, 60)], 1, None, record=True)
+
+    with pytest.raises(ConfigurationError) as caught:
+        drive(plan, lambda command: pytest.fail("no command may be sent"))
+
+    message = str(caught.value)
+    assert "max_log_size=100" in message
+    assert "one exact entry" in message
+    assert "606 bytes" in message
+    core.check_throttle(Throttle("ok", 100, 60))
+
+
+@pytest.mark.parametrize(
+    ("identifier", "throttles", "cost", "now_us", "error"),
+    [
+        ("", [API], 1, None, KeyGenerationError),
+        (None, [API], 1, None, KeyGenerationError),
+        ("u", [], 1, None, ConfigurationError),
+        ("u", ["api"], 1, None, ConfigurationError),
+        ("u", [API, Throttle("api", 5, 1)], 1, None, ConfigurationError),
+        ("u", [API], -1, None, ConfigurationError),
+        ("u", [API], 1.0, None, ConfigurationError),
+        ("u", [API], True, None, ConfigurationError),
+        ("u", [API], 2**52 + 1, None, ConfigurationError),
+        ("u", [API], 1, 2**52 + 1, ConfigurationError),
+        ("u", [API], 1, 1.5, ConfigurationError),
+    ],
+)
+def test_bad_calls_are_refused_before_any_command(
+    identifier: Any, throttles: Any, cost: Any, now_us: Any, error: type[Exception]
+) -> None:
+    plan = RedisCore().decide(identifier, throttles, cost, now_us, record=True)
+
+    with pytest.raises(error):
+        drive(plan, lambda command: pytest.fail("no command may be sent"))
+
+
+@pytest.mark.parametrize("value", [0, -1, True, "1"])
+def test_timeouts_must_be_positive_seconds(value: Any) -> None:
+    with pytest.raises(ConfigurationError, match="socket_timeout"):
+        client_timeouts(0.05, value)
+
+
+def test_timeouts_may_be_none() -> None:
+    assert client_timeouts(None, 0.1) == {
+        "socket_connect_timeout": None,
+        "socket_timeout": 0.1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "plain"),
+    [
+        ("redis+cluster://h:7000/0", "redis://h:7000/0"),
+        ("REDISS+CLUSTER://h:7000", "rediss://h:7000"),
+        ("redis://h:6379", None),
+        ("unix:///tmp/r.sock", None),
+    ],
+)
+def test_cluster_urls_are_recognised_by_their_scheme(
+    url: str, plain: str | None
+) -> None:
+    assert cluster_url(url) == plain
+
+
+# The Lua library
+
+
+def test_the_eval_body_is_the_library_without_shebang_and_registration() -> None:
+    body = LIBRARY.decide.body
+
+    assert LIBRARY.name == "swt_v1"
+    assert LIBRARY.source.startswith("#!lua name=swt_v1\n")
+    assert not body.startswith("#!")
+    assert "register_function" not in body.split("-- Registration")[0]
+    assert "redis.register_function(" not in body
+    assert body.endswith("\nreturn decide(KEYS, ARGV)\n")
+    assert LIBRARY.reset.body.endswith("\nreturn reset(KEYS, ARGV)\n")
+    assert LIBRARY.decide.sha == hashlib.sha1(body.encode()).hexdigest()
+    assert (LIBRARY.decide.function, LIBRARY.reset.function) == (
+        "swt_v1_decide",
+        "swt_v1_reset",
+    )
+
+
+def test_the_lua_file_states_its_units_at_the_top() -> None:
+    head = LIBRARY.source[:2500]
+
+    assert "MICROSECONDS" in head
+    assert "MILLISECONDS" in head
+    assert "14 significant digits" in head
+
+
+# Arguments and replies
+
+
+def test_decide_args_carry_mode_time_cost_and_each_throttle() -> None:
+    assert decide_args("hit", None, 2, [API, BURST]) == [
+        "hit",
+        "",
+        2,
+        "api",
+        3,
+        1000,
+        0,
+        "burst",
+        10,
+        60_000,
+        5000,
+    ]
+    assert (
+        decide_args("peek", 1_700_000_000_123_456, 0, [API])[1] == 1_700_000_000_123_456
+    )
+
+
+def test_a_reply_becomes_records_built_by_the_core() -> None:
+    reply = decide_reply(
+        (0, 1, 0, 400_000, 0, 0), (1, 10, 5_000_000, 2_500_000, 0, 1), now_us=123
+    )
+
+    decision, at = parse_decision(reply, [API, BURST], 1)
+
+    assert at == 123
+    assert not decision.allowed
+    assert decision.retry_after == 5.0
+    api, burst = decision.records
+    assert (api.outcome, api.total_hits, api.remaining) == (Outcome.ADMITTED, 2, 2)
+    assert (burst.outcome, burst.total_hits, burst.remaining) == (
+        Outcome.LIMIT_REACHED,
+        11,
+        0,
+    )
+    assert (burst.time_to_expire, burst.time_to_block_expire) == (3, 5)
+
+
+def test_a_never_wait_becomes_infinity() -> None:
+    decision, _ = parse_decision(decide_reply((3, 0, -1, 0, 0, 0)), [API], 4)
+
+    assert decision.records[0].outcome is Outcome.COST_EXCEEDS_LIMIT
+    assert math.isinf(decision.retry_after)
+
+
+@pytest.mark.parametrize(
+    "reply", [None, b"x", [1, 2, 3], decide_reply((0, 0, 0, 0, 0, 0))[:-1]]
+)
+def test_a_malformed_reply_is_a_function_error(reply: Any) -> None:
+    with pytest.raises(RedisFunctionError) as caught:
+        parse_decision(reply, [API], 1)
+
+    assert caught.value.kind == "execution_failed"
+
+
+# The loader
+
+
+def test_a_hit_is_one_fcall_naming_every_key() -> None:
+    core = RedisCore()
+
+    result, commands = drive(
+        core.decide("u", [API], 1, None, record=True), lambda c: ADMIT_REPLY
+    )
+
+    assert result[0].allowed
+    [command] = commands
+    index = index_key("throttle", "u")
+    assert command.args[:5] == ("FCALL", "swt_v1_decide", 2, index, f"{index}:api")
+    assert command.key == index
+
+
+def test_a_missing_function_is_loaded_on_the_keys_node_and_the_hit_sent_again() -> None:
+    replies: list[Any] = [redis_errors.ResponseError("Function not found"), "swt_v1"]
+    replies.append(ADMIT_REPLY)
+
+    def answer(command: Command) -> Any:
+        reply = replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    result, commands = drive(
+        RedisCore().decide("u", [API], 1, None, record=True), answer
+    )
+
+    assert result[0].allowed
+    assert [c.args[0] for c in commands] == ["FCALL", "FUNCTION", "FCALL"]
+    assert commands[1].args == ("FUNCTION", "LOAD", "REPLACE", LIBRARY.source)
+    assert commands[1].key == commands[0].key
+    assert commands[2] == commands[0]
+
+
+def test_a_function_still_missing_after_loading_is_a_load_failure() -> None:
+    def answer(command: Command) -> Any:
+        if command.args[0] == "FCALL":
+            raise redis_errors.ResponseError("Function not found")
+        return "swt_v1"
+
+    with pytest.raises(RedisFunctionError) as caught:
+        drive(RedisCore().decide("u", [API], 1, None, record=True), answer)
+
+    assert caught.value.kind == "load_failed"
+
+
+def test_a_refused_function_load_is_a_load_failure() -> None:
+    def answer(command: Command) -> Any:
+        if command.args[0] == "FCALL":
+            raise redis_errors.ResponseError("Function not found")
+        raise redis_errors.NoPermissionError("NOPERM this user has no permissions")
+
+    with pytest.raises(RedisFunctionError) as caught:
+        drive(RedisCore().decide("u", [API], 1, None, record=True), answer)
+
+    assert caught.value.kind == "load_failed"
+    assert isinstance(caught.value.__cause__, redis_errors.NoPermissionError)
+
+
+def test_without_fcall_the_core_switches_to_evalsha_once_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    core = RedisCore()
+
+    def answer(command: Command) -> Any:
+        if command.args[0] == "FCALL":
+            raise redis_errors.ResponseError("unknown command 'FCALL', with args ...")
+        return ADMIT_REPLY
+
+    with caplog.at_level(logging.WARNING):
+        drive(core.decide("u", [API], 1, None, record=True), answer)
+        _, commands = drive(core.decide("u", [API], 1, None, record=True), answer)
+
+    assert not core.functions
+    assert [c.args[:2] for c in commands] == [("EVALSHA", LIBRARY.decide.sha)]
+    assert len([r for r in caplog.records if "EVALSHA" in r.message]) == 1
+
+
+def test_noscript_sends_the_same_call_as_eval() -> None:
+    def answer(command: Command) -> Any:
+        if command.args[0] == "EVALSHA":
+            raise redis_errors.NoScriptError("No matching script. Please use EVAL.")
+        return ADMIT_REPLY
+
+    core = RedisCore(enable_redis_functions=False)
+    result, commands = drive(core.decide("u", [API], 1, 5, record=True), answer)
+
+    assert result[0].allowed
+    evalsha, eval_ = commands
+    assert evalsha.args[0] == "EVALSHA"
+    assert eval_.args == ("EVAL", LIBRARY.decide.body, *evalsha.args[2:])
+
+
+def test_other_error_replies_are_not_retried() -> None:
+    def answer(command: Command) -> Any:
+        raise redis_errors.ResponseError("SWT bad argument: cost script: ...")
+
+    with pytest.raises(RedisFunctionError) as caught:
+        drive(RedisCore().decide("u", [API], 1, None, record=True), answer)
+
+    assert caught.value.kind == "execution_failed"
+
+
+# Reset plans
+
+
+def test_reset_of_named_throttles_deletes_their_rings() -> None:
+    _, commands = drive(RedisCore().reset("u", [API, BURST]), lambda c: 2)
+
+    index = index_key("throttle", "u")
+    assert [c.args for c in commands] == [("DEL", f"{index}:api", f"{index}:burst")]
+
+
+def test_reset_of_everything_follows_the_index_until_it_is_complete() -> None:
+    replies: list[Any] = [b" api ", b" api burst ", 3]
+
+    _, commands = drive(RedisCore().reset("u", ()), lambda c: replies.pop(0))
+
+    index = index_key("throttle", "u")
+    assert [c.args[3:] for c in commands] == [
+        (index,),
+        (index, f"{index}:api"),
+        (index, f"{index}:api", f"{index}:burst"),
+    ]
+    assert {c.args[1] for c in commands} == {"swt_v1_reset"}
+
+
+def test_reset_gives_up_if_the_index_never_settles() -> None:
+    with pytest.raises(StorageOperationError, match="reset gave up"):
+        drive(RedisCore().reset("u", ()), lambda c: b" api ")
+
+
+# Error translation
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected", "unknown"),
+    [
+        (
+            redis_errors.TimeoutError("Timeout reading from socket"),
+            StorageTimeoutError,
+            True,
+        ),
+        (
+            redis_errors.TimeoutError("Timeout connecting to server"),
+            StorageTimeoutError,
+            False,
+        ),
+        (
+            redis_errors.ConnectionError("Error 111 connecting to h:1. Refused."),
+            RedisConnectionError,
+            False,
+        ),
+        (
+            redis_errors.ConnectionError("Connection closed by server."),
+            RedisConnectionError,
+            True,
+        ),
+        (
+            redis_errors.ConnectionError("Error while reading from h:1 : reset"),
+            RedisConnectionError,
+            True,
+        ),
+        (
+            redis_errors.AuthenticationError("invalid password"),
+            RedisConnectionError,
+            False,
+        ),
+        (redis_errors.BusyLoadingError("loading"), RedisConnectionError, False),
+        (redis_errors.ClusterDownError("CLUSTERDOWN"), RedisConnectionError, False),
+        (redis_errors.RedisClusterException("no node"), RedisConnectionError, False),
+        (
+            redis_errors.OutOfMemoryError("OOM command not allowed"),
+            StorageOperationError,
+            False,
+        ),
+        (redis_errors.ReadOnlyError("READONLY replica"), StorageOperationError, False),
+        (
+            redis_errors.ResponseError("WRONGTYPE Operation"),
+            StorageOperationError,
+            False,
+        ),
+        (
+            redis_errors.ResponseError("ERR user_script:1: boom"),
+            RedisFunctionError,
+            False,
+        ),
+        (redis_errors.DataError("bad"), StorageOperationError, False),
+    ],
+)
+def test_redis_errors_map_to_the_package_tree(
+    raised: Exception, expected: type[Exception], unknown: bool
+) -> None:
+    with pytest.raises(expected) as caught, map_redis_errors("hit"):
+        raise raised
+
+    assert type(caught.value) is expected
+    assert caught.value.__cause__ is raised
+    assert getattr(caught.value, "outcome_unknown", False) is unknown
+    assert caught.value.context["operation"] == "hit"  # type: ignore[attr-defined]
+
+
+def test_other_exceptions_pass_through() -> None:
+    with pytest.raises(KeyError), map_redis_errors("hit"):
+        raise KeyError("x")
+
+
+def test_the_package_imports_without_redis_and_names_the_extra() -> None:
+    script = (
+        "import sys\n"
+        "sys.modules['redis'] = None\n"
+        "import sliding_window_throttler\n"
+        "from sliding_window_throttler.errors import ConfigurationError\n"
+        "try:\n"
+        "    from sliding_window_throttler.storage import RedisStorage\n"
+        "except ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+
+    assert "pip install 'sliding-window-throttler[redis]'" in result.stdout
