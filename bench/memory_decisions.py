@@ -89,6 +89,11 @@ def measure(make: Callable[[], Callable[[str], bool]], keys: list[str]) -> float
     return best
 
 
+def verdict(ratio: float, target: float) -> str:
+    """``PASS`` or ``MISS`` against a target ratio."""
+    return f"{'PASS' if ratio >= target else 'MISS'} (target >= {target:g}x)"
+
+
 def main() -> None:
     """Run both workloads and print rates and ratios."""
     workloads = {
@@ -110,8 +115,8 @@ def main() -> None:
         ours = rates["swt Throttler+MemoryStorage"]
         vs_limits = ours / rates["limits moving window"]
         vs_bare = ours / rates["bare deque loop"]
-        print(f"  ratio vs limits:    {vs_limits:5.2f}x  (target >= 3x)")
-        print(f"  ratio vs bare loop: {vs_bare:5.2f}x  (target >= 0.25x)")
+        print(f"  ratio vs limits:    {vs_limits:5.2f}x  {verdict(vs_limits, 3)}")
+        print(f"  ratio vs bare loop: {vs_bare:5.2f}x  {verdict(vs_bare, 0.25)}")
 
 
 if __name__ == "__main__":

@@ -193,3 +193,21 @@ def test_parse_duration_ms_refuses_bad_values_under_the_given_field(
 
     assert caught.value.field == "timeout"
     assert "timeout" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field", "shown"),
+    [
+        (("x", "10", 3), "limit", "'10'"),
+        (("x", 1, "-5s"), "ttl", "must not be negative"),
+        (("x", 1, 1, "-1m"), "block_duration", "must not be negative"),
+    ],
+)
+def test_misused_arguments_get_errors_that_say_what_to_do(
+    arguments: tuple[object, ...], field: str, shown: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Throttle(*arguments)  # type: ignore[arg-type]
+
+    assert caught.value.field == field
+    assert shown in str(caught.value)

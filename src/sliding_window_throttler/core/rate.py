@@ -99,6 +99,9 @@ def parse_duration_ms(value: Duration, *, field: str = "duration") -> int:
 
 def _parse_duration_text(text: str, field: str) -> int:
     match = _DURATION.fullmatch(text)
+    if match is None and _DURATION.fullmatch(text.strip().removeprefix("-")):
+        raise ConfigurationError(field, f"{field} must not be negative, got {text!r}")
+
     if match is None:
         raise ConfigurationError(
             field,
@@ -208,11 +211,8 @@ class Throttle:
 
         if isinstance(limit, str):
             if ttl is not None:
-                raise ConfigurationError(
-                    "ttl",
-                    f"throttle {name!r}: the rate {limit!r} already gives the window; "
-                    f"do not pass ttl={ttl!r} too",
-                )
+                raise _spec_with_ttl(name, limit, ttl)
+
             count, ttl_ms = parse_rate(limit, field="limit")
         else:
             if ttl is None:
@@ -250,6 +250,23 @@ class Throttle:
         if self.block_duration_ms:
             text += f" (block {format_duration_ms(self.block_duration_ms)})"
         return text
+
+
+def _spec_with_ttl(name: str, limit: str, ttl: Duration) -> ConfigurationError:
+    try:
+        parse_rate(limit)
+    except ConfigurationError:
+        return ConfigurationError(
+            "limit",
+            f"throttle {name!r}: limit must be an integer when ttl is given "
+            f"(or a rate such as '100/minute' without ttl), got {limit!r}",
+        )
+
+    return ConfigurationError(
+        "ttl",
+        f"throttle {name!r}: the rate {limit!r} already gives the window; "
+        f"do not pass ttl={ttl!r} too",
+    )
 
 
 def _check_limit(name: str, limit: object) -> int:
