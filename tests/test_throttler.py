@@ -195,3 +195,13 @@ def test_async_memory_storage_shares_a_given_storage() -> None:
 
     assert not decision.allowed
     assert shared.stats().pairs == 1
+
+
+@pytest.mark.parametrize("now_ms", [1e20, -1e20, float("nan"), float("inf")])
+def test_explicit_times_outside_the_exact_range_are_refused(now_ms: float) -> None:
+    throttler = Throttler(MemoryStorage())
+
+    with pytest.raises(ConfigurationError) as caught:
+        throttler.hit("a", Throttle("api", 1, 1), now_ms=now_ms)
+
+    assert caught.value.field == "now_ms"

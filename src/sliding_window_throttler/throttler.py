@@ -7,6 +7,7 @@ into the storage's terms; the faces only call the storage, one with ``await``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ from .storage.base import AsyncStorage, Storage
 from .storage.memory import AsyncMemoryStorage, MemoryStorage
 
 MAX_IDENTIFIER_LENGTH = 65_536
+MAX_NOW_MS = 2**52 // 1000
+"""Explicit times stay exact in the doubles of the Redis function."""
 
 _Call = tuple[str, Sequence[Throttle], int, int | None]
 
@@ -42,19 +45,6 @@ class _ThrottlerCore:
         now_ms: float | None,
     ) -> _Call:
         """Validate a call and return ``(identifier, throttles, cost, now_us)``."""
-        if (
-            type(identifier) is str
-            and 0 < len(identifier) <= MAX_IDENTIFIER_LENGTH
-            and type(cost) is int
-            and cost >= 0
-            and now_ms is None
-            and len(throttles) == 1
-            and type(throttles[0]) is Throttle
-        ):
-            # The common case, checked without a call; anything else takes the
-            # full checks below, which explain what is wrong.
-            return identifier, throttles, cost, None
-
         check_identifier(identifier)
         checked = check_throttles(throttles)
         if isinstance(cost, bool) or not isinstance(cost, int):
@@ -132,8 +122,12 @@ def _ms_to_us(now_ms: float) -> int:
             "now_ms", f"now_ms must be a number of milliseconds, got {now_ms!r}"
         )
 
-    if now_ms != now_ms or now_ms in (float("inf"), float("-inf")):
-        raise ConfigurationError("now_ms", f"now_ms must be finite, got {now_ms!r}")
+    if not -MAX_NOW_MS <= now_ms <= MAX_NOW_MS:  # also refuses NaN
+        raise ConfigurationError(
+            "now_ms",
+            f"now_ms must be within ±{MAX_NOW_MS:,} ms (about 142 years of "
+            f"microseconds around 0), got {now_ms!r}",
+        )
 
     return round(now_ms * 1000)
 
@@ -197,6 +191,19 @@ class Throttler:
             ConfigurationError: for bad throttles, cost or time.
             KeyGenerationError: for an identifier that cannot key a client.
         """
+        if (
+            type(identifier) is str
+            and type(cost) is int
+            and now_ms is None
+            and len(throttles) == 1
+            and type(throttles[0]) is Throttle
+            and cost >= 0
+            and 0 < len(identifier) <= MAX_IDENTIFIER_LENGTH
+        ):
+            # The common case, checked inline on the hot path; anything else
+            # gets the full checks, which say what is wrong.
+            return self.storage.hit(identifier, throttles, cost, None)
+
         return self.storage.hit(
             *self._core.prepare(identifier, throttles, cost, now_ms)
         )
@@ -246,6 +253,14 @@ class AsyncThrottler:
         deadline: Duration | None = None,
     ) -> None:
         storage = storage if storage is not None else AsyncMemoryStorage()
+        if not inspect.iscoroutinefunction(getattr(storage, "hit", None)):
+            raise ConfigurationError(
+                "storage",
+                f"AsyncThrottler needs an asyncio storage, got "
+                f"{type(storage).__name__}: wrap a MemoryStorage in "
+                "AsyncMemoryStorage(storage), or use AsyncRedisStorage",
+            )
+
         options = resilience_options(failure_strategy, breaker, retry, deadline)
         if options:
             storage = AsyncResilientStorage(storage, **options)

@@ -1,0 +1,226 @@
+"""
+A circuit breaker: a small state machine fed ``now``.
+
+After ``failure_threshold`` consecutive failures the breaker opens and callers
+stop waiting on the storage: they go straight to the failure strategy. After
+``cool_down`` it lets exactly one caller through as a probe (half-open); the
+probe's success closes it, its failure opens it for another cool-down.
+
+The breaker does no I/O, reads no clock and logs nothing: callers pass the
+time in and log the transitions it returns. That keeps it one object for the
+sync and the async storage, testable with a ``ManualClock``. The libraries
+looked at first (pybreaker, purgatory, aiobreaker) each missed something we
+need: pybreaker holds its lock for the whole guarded call (every decision would
+queue behind one slow Redis command) and does async only through Tornado;
+purgatory lets every concurrent request through while half-open (a herd on a
+Redis that is just coming back) and reads the wall clock; aiobreaker is async
+only and unmaintained since 2021. None takes an injected clock.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ..core.rate import Duration, parse_duration_ms
+from ..errors import ConfigurationError
+
+US_PER_MS = 1_000
+
+
+class BreakerState(StrEnum):
+    """Where a circuit breaker is."""
+
+    CLOSED = "closed"
+    """Calls go to the storage; failures are counted."""
+    OPEN = "open"
+    """Calls skip the storage until the cool-down ends."""
+    HALF_OPEN = "half-open"
+    """One probe call is in flight; the others skip the storage."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A change of state, for the caller to log."""
+
+    old: BreakerState
+    new: BreakerState
+    failures: int
+    """Consecutive failures when it happened."""
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerStats:
+    """
+    A snapshot of a circuit breaker.
+
+    Attributes:
+        state: Where it is.
+        consecutive_failures: Failures since the last success.
+        opened_total: How many times it opened (from closed).
+        retry_after: Seconds until the next probe may run (0 unless open).
+    """
+
+    state: BreakerState
+    consecutive_failures: int
+    opened_total: int
+    retry_after: float
+
+
+class CircuitBreaker:
+    """
+    Stop calling a failing storage for a while; probe it once to come back.
+
+    Thread-safe: each method holds a lock for a few comparisons, never across
+    the guarded call. Times are microseconds of any monotonic clock, the same
+    for every call (``Clock.now_us()``).
+
+    Args:
+        failure_threshold: Consecutive failures that open the breaker.
+        cool_down: How long it stays open before a probe (seconds, a
+            ``timedelta`` or a duration string such as ``"5s"``).
+
+    Raises:
+        ConfigurationError: for a threshold below 1 or an empty cool-down.
+    """
+
+    def __init__(self, failure_threshold: int = 5, cool_down: Duration = 5.0) -> None:
+        if isinstance(failure_threshold, bool) or not isinstance(
+            failure_threshold, int
+        ):
+            raise ConfigurationError(
+                "failure_threshold",
+                f"failure_threshold must be an integer, got {failure_threshold!r}",
+            )
+
+        if failure_threshold < 1:
+            raise ConfigurationError(
+                "failure_threshold",
+                f"failure_threshold must be at least 1, got {failure_threshold}",
+            )
+
+        cool_down_ms = parse_duration_ms(cool_down, field="cool_down")
+        if cool_down_ms < 1:
+            raise ConfigurationError(
+                "cool_down", f"cool_down must be at least 1 ms, got {cool_down!r}"
+            )
+
+        self.failure_threshold = failure_threshold
+        self.cool_down_us = cool_down_ms * US_PER_MS
+        self._lock = threading.Lock()
+        self._state = BreakerState.CLOSED
+        self._failures = 0
+        self._opened_total = 0
+        self._open_until = 0
+        self._probe_since = 0
+
+    @property
+    def state(self) -> BreakerState:
+        """Where the breaker is now (a probe may move it at any time)."""
+        return self._state
+
+    def allow(self, now_us: int) -> tuple[bool, Transition | None]:
+        """
+        Say whether a call may go to the storage now.
+
+        When the cool-down is over, the first caller becomes the probe (the
+        breaker goes half-open) and is allowed; everyone else is refused until
+        the probe reports. A probe that never reports (its caller died) is
+        replaced after another cool-down.
+
+        Returns:
+            ``(allowed, transition)``; ``transition`` is not None when this
+            call moved the breaker to half-open.
+        """
+        state = self._state
+        if state is BreakerState.CLOSED:
+            return True, None
+
+        if state is BreakerState.OPEN and now_us < self._open_until:
+            # Read without the lock: at worst a caller that could have been
+            # the probe is refused, and the next one probes.
+            return False, None
+
+        return self._allow_slowly(now_us)
+
+    def _allow_slowly(self, now_us: int) -> tuple[bool, Transition | None]:
+        with self._lock:
+            state = self._state
+            if state is BreakerState.CLOSED:
+                return True, None
+
+            if state is BreakerState.OPEN and now_us >= self._open_until:
+                self._state = BreakerState.HALF_OPEN
+                self._probe_since = now_us
+                return True, Transition(
+                    BreakerState.OPEN, BreakerState.HALF_OPEN, self._failures
+                )
+
+            if (
+                state is BreakerState.HALF_OPEN
+                and now_us - self._probe_since >= self.cool_down_us
+            ):
+                self._probe_since = now_us
+                return True, None
+
+            return False, None
+
+    def record_success(self) -> Transition | None:
+        """Report that the storage answered; closes a half-open breaker."""
+        if self._state is BreakerState.CLOSED and not self._failures:
+            return None
+
+        with self._lock:
+            old, self._failures = self._state, 0
+            if old is BreakerState.CLOSED:
+                return None
+
+            self._state = BreakerState.CLOSED
+            return Transition(old, BreakerState.CLOSED, 0)
+
+    def record_failure(self, now_us: int) -> Transition | None:
+        """
+        Report that the storage could not be reached.
+
+        Returns:
+            The transition to open, when this failure caused one.
+        """
+        with self._lock:
+            self._failures += 1
+            old = self._state
+            if old is BreakerState.OPEN:
+                return None
+
+            if old is BreakerState.CLOSED and self._failures < self.failure_threshold:
+                return None
+
+            self._state = BreakerState.OPEN
+            self._open_until = now_us + self.cool_down_us
+            if old is BreakerState.CLOSED:
+                self._opened_total += 1
+
+            return Transition(old, BreakerState.OPEN, self._failures)
+
+    def retry_after(self, now_us: int) -> float:
+        """Seconds until a probe may run (0 unless open)."""
+        if self._state is not BreakerState.OPEN:
+            return 0.0
+
+        return max(0, self._open_until - now_us) / 1_000_000
+
+    def stats(self, now_us: int) -> BreakerStats:
+        """Return a snapshot of the breaker."""
+        with self._lock:
+            return BreakerStats(
+                self._state,
+                self._failures,
+                self._opened_total,
+                self.retry_after(now_us),
+            )
+
+    def reset(self) -> None:
+        """Close the breaker and forget the failures (an operator's override)."""
+        with self._lock:
+            self._state = BreakerState.CLOSED
+            self._failures = 0

@@ -1,0 +1,146 @@
+"""
+The local fallback: decide in this process while the shared storage fails.
+
+Each app server keeps its own ``MemoryStorage`` and enforces every throttle
+there, its limit divided by the configured number of app servers, so the whole
+fleet still admits roughly ``limit`` hits per window instead of an unlimited
+number. When the storage answers again, decisions go back to it; the local
+windows are kept (they expire by themselves) for the next outage.
+
+Limitation: the split assumes traffic is spread evenly over the app servers;
+one that gets most of a client's traffic refuses it early. And hits admitted
+locally are not in Redis, so just after recovery a client may get up to one
+more window's worth.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+
+from ..core.clock import Clock
+from ..core.decision import Decision
+from ..core.rate import Throttle
+from ..errors import ConfigurationError, StorageError, ThrottlerError
+from ..storage.memory import MemoryStats, MemoryStorage
+from .manager import Operation, RecoveryContext, RecoveryResult
+from .policy import FailureMode, mark_degraded
+
+_CACHE_SIZE = 1024
+
+
+class LocalFallback:
+    """
+    Decide with a per-process ``MemoryStorage`` while the storage fails.
+
+    Args:
+        app_servers: How many app servers share the traffic; each enforces
+            ``limit // app_servers`` (at least 1).
+        storage: The memory storage to use (a new one otherwise).
+        clock: Passed to the new storage when ``storage`` is not given.
+        max_pairs: Passed to the new storage when ``storage`` is not given.
+
+    Raises:
+        ConfigurationError: for ``app_servers`` below 1.
+    """
+
+    name = FailureMode.LOCAL.value
+
+    def __init__(
+        self,
+        *,
+        app_servers: int = 1,
+        storage: MemoryStorage | None = None,
+        clock: Clock | None = None,
+        max_pairs: int = 100_000,
+    ) -> None:
+        if isinstance(app_servers, bool) or not isinstance(app_servers, int):
+            raise ConfigurationError(
+                "app_servers", f"app_servers must be an integer, got {app_servers!r}"
+            )
+
+        if app_servers < 1:
+            raise ConfigurationError(
+                "app_servers", f"app_servers must be at least 1, got {app_servers}"
+            )
+
+        self.app_servers = app_servers
+        self.storage = (
+            storage
+            if storage is not None
+            else MemoryStorage(clock=clock, max_pairs=max_pairs)
+        )
+        self._scaled: dict[Throttle, Throttle] = {}
+        self._lock = threading.Lock()
+
+    def can_recover(self, error: ThrottlerError) -> bool:
+        """Any storage failure."""
+        return isinstance(error, StorageError)
+
+    def recover(
+        self, error: ThrottlerError, context: RecoveryContext
+    ) -> RecoveryResult:
+        """Decide the call in local memory, marked degraded."""
+        decision = self.decide(
+            context.operation,
+            context.identifier,
+            context.throttles,
+            context.cost,
+            context.now_us,
+        )
+        return RecoveryResult(True, self.name, decision, True)
+
+    def decide(
+        self,
+        operation: Operation,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_us: int | None,
+    ) -> Decision:
+        """Decide in local memory, marked degraded (``recover`` unwrapped)."""
+        if self.app_servers != 1:
+            throttles = tuple(self._scale(t) for t in throttles)
+
+        storage = self.storage
+        decide = storage.hit if operation == "hit" else storage.peek
+        return mark_degraded(decide(identifier, throttles, cost, now_us), self.name)
+
+    def local_throttles(self, throttles: Sequence[Throttle]) -> tuple[Throttle, ...]:
+        """The throttles with their limits divided by ``app_servers``."""
+        if self.app_servers == 1:
+            return throttles if isinstance(throttles, tuple) else tuple(throttles)
+
+        return tuple(self._scale(t) for t in throttles)
+
+    def reset(self, identifier: str, throttles: Sequence[Throttle] = ()) -> None:
+        """Forget the identifier's local hits and blocks."""
+        self.storage.reset(identifier, self.local_throttles(throttles))
+
+    def close(self) -> None:
+        """Release the memory storage."""
+        self.storage.close()
+
+    def stats(self) -> MemoryStats:
+        """The local storage's counters."""
+        return self.storage.stats()
+
+    def _scale(self, throttle: Throttle) -> Throttle:
+        scaled = self._scaled.get(throttle)
+        if scaled is not None:
+            return scaled
+
+        scaled = Throttle(
+            throttle.name,
+            max(1, throttle.limit // self.app_servers),
+            timedelta(milliseconds=throttle.ttl_ms),
+            timedelta(milliseconds=throttle.block_duration_ms),
+        )
+        with self._lock:
+            if len(self._scaled) >= _CACHE_SIZE:
+                self._scaled.clear()
+
+            self._scaled[throttle] = scaled
+
+        return scaled

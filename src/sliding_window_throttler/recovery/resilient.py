@@ -1,0 +1,437 @@
+"""
+A storage wrapper that keeps deciding when its storage fails.
+
+``ResilientStorage`` and ``AsyncResilientStorage`` implement the storage
+protocols around a primary storage (usually Redis):
+
+1. A security lockdown, when configured, refuses locked-down clients first.
+2. A circuit breaker keeps calls away from a storage that failed
+   ``failure_threshold`` times in a row, for a cool-down; then one probe call
+   tells whether it is back.
+3. A failed call goes to the recovery manager: the scripts fallback (a Redis
+   storage without Functions), a retry where it is safe and fits the
+   deadline, then the failure strategy (fail-open, fail-closed or local).
+4. Every decision a failure strategy makes is marked (``degraded``,
+   ``strategy``) and counted in ``stats()``.
+
+Both faces share ``Resilience`` (in ``_resilience``), which holds the
+breaker, the manager and the bookkeeping; they differ only in awaiting the
+storage. The async face also
+cuts a call at the deadline (``asyncio.timeout``); the sync face relies on the
+storage's own socket timeouts for that, as a thread cannot be interrupted.
+
+Logs are state changes only: the breaker opening (WARNING) and closing (INFO),
+degraded decisions starting (WARNING) and ending (INFO), each at most once per
+breaker cool-down. Single failures are logged at DEBUG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from ..core.clock import Clock
+from ..core.decision import Decision
+from ..core.rate import Duration, Throttle
+from ..errors import StorageError, StorageTimeoutError
+from ..storage.base import AsyncStorage, Storage
+from ._resilience import (
+    DEFAULT_DEADLINE,
+    Resilience,
+    ResilienceStats,
+    make_failure_strategy,
+    settings_kwargs,
+)
+from .backoff import ExponentialBackoff, RetryWithBackoff
+from .breaker import CircuitBreaker
+from .manager import (
+    AnyStrategy,
+    ErrorRecoveryManager,
+    Operation,
+    RecoveryContext,
+    RecoveryStrategy,
+)
+from .policy import FailureMode, SecurityLockdown
+
+if TYPE_CHECKING:
+    from ..config import ThrottlerSettings
+
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "AsyncResilientStorage",
+    "ResilienceStats",
+    "ResilientStorage",
+    "make_failure_strategy",
+]
+
+
+class ResilientStorage:
+    """
+    A ``Storage`` that survives its primary storage failing.
+
+    Args:
+        primary: The storage to protect (usually a ``RedisStorage``).
+        failure_strategy: ``"fail-open"``, ``"fail-closed"`` (the default),
+            ``"local"``, or a strategy object: what decides when the storage
+            cannot.
+        breaker: The circuit breaker (default: 5 failures, 5 s cool-down).
+        retry: Retry attempts and backoff (``ExponentialBackoff``), or a
+            ``RetryWithBackoff``; ``ExponentialBackoff(max_attempts=1)``
+            disables retries.
+        deadline: The longest a decision may take, retries included (default
+            0.25 s; None for no limit). Keep it above the storage's command
+            timeout.
+        lockdown: A ``SecurityLockdown`` whose blocked clients are refused
+            before the storage is asked.
+        strategies: More strategies, tried before the failure strategy.
+        app_servers: For ``local``: how many app servers split each limit.
+        clock: The clock of the breaker and the deadline (monotonic).
+
+    Raises:
+        ConfigurationError: for a bad strategy name or duration.
+    """
+
+    def __init__(
+        self,
+        primary: Storage,
+        *,
+        failure_strategy: FailureMode | str | RecoveryStrategy = "fail-closed",
+        breaker: CircuitBreaker | None = None,
+        retry: ExponentialBackoff | RetryWithBackoff | None = None,
+        deadline: Duration | None = DEFAULT_DEADLINE,
+        lockdown: SecurityLockdown | None = None,
+        strategies: Sequence[AnyStrategy] = (),
+        app_servers: int = 1,
+        clock: Clock | None = None,
+    ) -> None:
+        self.primary = primary
+        self._core = Resilience(
+            primary,
+            failure_strategy=failure_strategy,
+            breaker=breaker,
+            retry=retry,
+            deadline=deadline,
+            lockdown=lockdown,
+            strategies=strategies,
+            app_servers=app_servers,
+            clock=clock,
+        )
+
+    @classmethod
+    def from_settings(
+        cls, primary: Storage, settings: ThrottlerSettings | None = None, **kwargs: Any
+    ) -> ResilientStorage:
+        """
+        Wrap ``primary`` as the settings say (``ThrottlerSettings`` from the
+        environment by default); ``kwargs`` override single arguments.
+        """
+        return cls(primary, **{**settings_kwargs(settings), **kwargs})
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker."""
+        return self._core.breaker
+
+    @property
+    def recovery(self) -> ErrorRecoveryManager:
+        """The recovery manager: its strategies, in the order they are tried."""
+        return self._core.manager
+
+    @property
+    def failure_strategy(self) -> RecoveryStrategy:
+        """The strategy that decides when the storage cannot."""
+        return self._core.failure
+
+    def hit(
+        self,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_us: int | None = None,
+    ) -> Decision:
+        """Decide a hit and record it in every throttle, or in none."""
+        return self._decide("hit", identifier, throttles, cost, now_us)
+
+    def peek(
+        self,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_us: int | None = None,
+    ) -> Decision:
+        """Return what ``hit`` would decide, changing nothing."""
+        return self._decide("peek", identifier, throttles, cost, now_us)
+
+    def reset(self, identifier: str, throttles: Sequence[Throttle] = ()) -> None:
+        """
+        Forget the identifier's hits and blocks, locally and in the storage.
+
+        Raises:
+            StorageError: when the storage fails or the breaker is open (no
+                strategy decides a reset).
+        """
+        core = self._core
+        core.forget(identifier, throttles)
+        if core.gate() is not None:
+            raise core.unavailable()
+
+        try:
+            self.primary.reset(identifier, throttles)
+        except StorageError as exc:
+            core.failed(exc)
+            raise
+
+        core.succeeded()
+
+    def close(self) -> None:
+        """Close the primary storage."""
+        self._core.close()
+        self.primary.close()
+
+    def stats(self) -> ResilienceStats:
+        """Counters: breaker state, degraded decisions, errors."""
+        return self._core.stats()
+
+    def _decide(
+        self,
+        operation: Operation,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_us: int | None,
+    ) -> Decision:
+        core = self._core
+        if core.lockdown is not None:
+            locked = core.lockdown.check(identifier, throttles, cost)
+            if locked is not None:
+                return locked
+
+        refusal = core.gate()
+        if refusal is not None:
+            return core.short_circuit(
+                refusal, operation, identifier, throttles, cost, now_us
+            )
+
+        context = core.context(operation, identifier, throttles, cost, now_us)
+        try:
+            return self._call(context)
+        except StorageError as exc:
+            return self._recover(exc, context)
+
+    def _call(self, context: RecoveryContext) -> Decision:
+        """One call to the primary storage, reported to the breaker."""
+        method = self.primary.hit if context.operation == "hit" else self.primary.peek
+        try:
+            decision = method(
+                context.identifier, context.throttles, context.cost, context.now_us
+            )
+        except StorageError as exc:
+            self._core.failed(exc)
+            raise
+
+        self._core.succeeded()
+        return decision
+
+    def _call_again(self, context: RecoveryContext) -> Decision:
+        if self._core.gate() is not None:
+            raise self._core.unavailable()
+
+        return self._call(context)
+
+    def _recover(self, error: StorageError, context: RecoveryContext) -> Decision:
+        core = self._core
+        context = context._replace(call=partial(self._call_again, context))
+        try:
+            result = core.manager.recover(error, context)
+        except BaseException:
+            core.refused()
+            raise
+
+        return core.recovered(result, error)
+
+
+class AsyncResilientStorage:
+    """
+    The asyncio face of ``ResilientStorage``: the same arguments and methods.
+
+    It also cuts each storage call at the deadline: a call still running then
+    is cancelled and raises ``StorageTimeoutError`` (outcome unknown for a
+    counting hit, so it is not retried).
+    """
+
+    def __init__(
+        self,
+        primary: AsyncStorage,
+        *,
+        failure_strategy: FailureMode | str | RecoveryStrategy = "fail-closed",
+        breaker: CircuitBreaker | None = None,
+        retry: ExponentialBackoff | RetryWithBackoff | None = None,
+        deadline: Duration | None = DEFAULT_DEADLINE,
+        lockdown: SecurityLockdown | None = None,
+        strategies: Sequence[AnyStrategy] = (),
+        app_servers: int = 1,
+        clock: Clock | None = None,
+    ) -> None:
+        self.primary = primary
+        self._core = Resilience(
+            primary,
+            failure_strategy=failure_strategy,
+            breaker=breaker,
+            retry=retry,
+            deadline=deadline,
+            lockdown=lockdown,
+            strategies=strategies,
+            app_servers=app_servers,
+            clock=clock,
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        primary: AsyncStorage,
+        settings: ThrottlerSettings | None = None,
+        **kwargs: Any,
+    ) -> AsyncResilientStorage:
+        """See ``ResilientStorage.from_settings``."""
+        return cls(primary, **{**settings_kwargs(settings), **kwargs})
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker."""
+        return self._core.breaker
+
+    @property
+    def recovery(self) -> ErrorRecoveryManager:
+        """The recovery manager: its strategies, in the order they are tried."""
+        return self._core.manager
+
+    @property
+    def failure_strategy(self) -> RecoveryStrategy:
+        """The strategy that decides when the storage cannot."""
+        return self._core.failure
+
+    async def hit(
+        self,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_us: int | None = None,
+    ) -> Decision:
+        """Decide a hit and record it in every throttle, or in none."""
+        return await self._decide("hit", identifier, throttles, cost, now_us)
+
+    async def peek(
+        self,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_us: int | None = None,
+    ) -> Decision:
+        """Return what ``hit`` would decide, changing nothing."""
+        return await self._decide("peek", identifier, throttles, cost, now_us)
+
+    async def reset(self, identifier: str, throttles: Sequence[Throttle] = ()) -> None:
+        """See ``ResilientStorage.reset``."""
+        core = self._core
+        core.forget(identifier, throttles)
+        if core.gate() is not None:
+            raise core.unavailable()
+
+        try:
+            await self.primary.reset(identifier, throttles)
+        except StorageError as exc:
+            core.failed(exc)
+            raise
+
+        core.succeeded()
+
+    async def close(self) -> None:
+        """Close the primary storage."""
+        self._core.close()
+        await self.primary.close()
+
+    def stats(self) -> ResilienceStats:
+        """Counters: breaker state, degraded decisions, errors."""
+        return self._core.stats()
+
+    async def _decide(
+        self,
+        operation: Operation,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_us: int | None,
+    ) -> Decision:
+        core = self._core
+        if core.lockdown is not None:
+            locked = core.lockdown.check(identifier, throttles, cost)
+            if locked is not None:
+                return locked
+
+        refusal = core.gate()
+        if refusal is not None:
+            return core.short_circuit(
+                refusal, operation, identifier, throttles, cost, now_us
+            )
+
+        context = core.context(operation, identifier, throttles, cost, now_us)
+        try:
+            return await self._call(context)
+        except StorageError as exc:
+            return await self._recover(exc, context)
+
+    async def _call(self, context: RecoveryContext) -> Decision:
+        """One call to the primary storage, cut at the deadline."""
+        method = self.primary.hit if context.operation == "hit" else self.primary.peek
+        args = (context.identifier, context.throttles, context.cost, context.now_us)
+        try:
+            if context.deadline is None:
+                decision = await method(*args)
+            else:
+                decision = await _within(context, method(*args))
+        except StorageError as exc:
+            self._core.failed(exc)
+            raise
+
+        self._core.succeeded()
+        return decision
+
+    async def _call_again(self, context: RecoveryContext) -> Decision:
+        if self._core.gate() is not None:
+            raise self._core.unavailable()
+
+        return await self._call(context)
+
+    async def _recover(self, error: StorageError, context: RecoveryContext) -> Decision:
+        core = self._core
+        context = context._replace(acall=partial(self._call_again, context))
+        try:
+            result = await core.manager.arecover(error, context)
+        except BaseException:
+            core.refused()
+            raise
+
+        return core.recovered(result, error)
+
+
+async def _within(context: RecoveryContext, call: Any) -> Decision:
+    """Await ``call`` until the context's deadline, then give up on it."""
+    assert context.deadline is not None
+    remaining = context.deadline.remaining()
+    timeout = asyncio.timeout(remaining)
+    try:
+        async with timeout:
+            decision: Decision = await call
+    except TimeoutError:
+        if not timeout.expired():
+            raise
+
+        raise StorageTimeoutError(
+            f"no decision within the deadline ({remaining * 1000:.0f} ms left)",
+            outcome_unknown=context.counts,
+            context={"deadline_ms": round(remaining * 1000)},
+        ) from None
+
+    return decision

@@ -1,0 +1,83 @@
+"""The local fallback: per-process limits while the storage fails."""
+
+from __future__ import annotations
+
+import pytest
+from recovery_fakes import refused
+
+from sliding_window_throttler import ManualClock, MemoryStorage, Throttle
+from sliding_window_throttler.errors import ConfigurationError, SecurityViolationError
+from sliding_window_throttler.recovery import LocalFallback, RecoveryContext
+
+API = Throttle("api", 10, 60, block_duration=30)
+
+
+def decide(fallback: LocalFallback, operation: str = "hit") -> bool:
+    context = RecoveryContext("c", (API,), operation=operation)  # type: ignore[arg-type]
+    result = fallback.recover(refused(), context)
+    assert result.recovered and result.degraded
+    assert result.decision is not None
+    assert result.decision.degraded and result.decision.strategy == "local"
+    return result.decision.allowed
+
+
+def test_enforces_the_limit_in_process() -> None:
+    fallback = LocalFallback(clock=ManualClock())
+
+    allowed = [decide(fallback) for _ in range(12)]
+
+    assert allowed == [True] * 10 + [False] * 2
+
+
+def test_divides_the_limit_by_the_app_servers() -> None:
+    fallback = LocalFallback(app_servers=4, clock=ManualClock())
+
+    allowed = [decide(fallback) for _ in range(4)]
+
+    assert allowed == [True, True, False, False]
+    (local,) = fallback.local_throttles((API,))
+    assert (local.name, local.limit, local.ttl_ms, local.block_duration_ms) == (
+        "api",
+        2,
+        60_000,
+        30_000,
+    )
+
+
+def test_keeps_at_least_one_hit_per_window() -> None:
+    fallback = LocalFallback(app_servers=100)
+
+    assert fallback.local_throttles((API,))[0].limit == 1
+
+
+def test_peek_records_nothing() -> None:
+    fallback = LocalFallback(app_servers=10, clock=ManualClock())
+
+    assert [decide(fallback, "peek") for _ in range(3)] == [True] * 3
+    assert decide(fallback)
+    assert not decide(fallback)
+
+
+def test_reset_forgets_local_hits() -> None:
+    fallback = LocalFallback(app_servers=10, storage=MemoryStorage(clock=ManualClock()))
+    decide(fallback)
+
+    fallback.reset("c", (API,))
+
+    assert decide(fallback)
+    assert fallback.stats().pairs == 1
+
+
+def test_recovers_storage_errors_only() -> None:
+    fallback = LocalFallback()
+
+    assert fallback.can_recover(refused())
+    assert not fallback.can_recover(SecurityViolationError("x", "y"))
+
+
+@pytest.mark.parametrize("app_servers", [0, -1, 1.5, True])
+def test_refuses_bad_app_servers(app_servers: object) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        LocalFallback(app_servers=app_servers)  # type: ignore[arg-type]
+
+    assert info.value.field == "app_servers"

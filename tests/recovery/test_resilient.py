@@ -1,0 +1,619 @@
+"""ResilientStorage and AsyncResilientStorage around a storage that fails."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+from recovery_fakes import (
+    AsyncFlakyStorage,
+    FlakyStorage,
+    ScriptableStorage,
+    no_functions,
+    out_of_memory,
+    refused,
+    timed_out,
+)
+
+from sliding_window_throttler import (
+    AsyncThrottler,
+    Decision,
+    ManualClock,
+    MemoryStorage,
+    Throttle,
+    Throttler,
+)
+from sliding_window_throttler.errors import (
+    ConfigurationError,
+    RedisConnectionError,
+    RedisFunctionError,
+    SecurityViolationError,
+    StorageError,
+    StorageOperationError,
+    StorageUnavailableError,
+    ThrottlerError,
+)
+from sliding_window_throttler.recovery import (
+    AsyncResilientStorage,
+    BreakerState,
+    CircuitBreaker,
+    ExponentialBackoff,
+    FailOpen,
+    LocalFallback,
+    RecoveryContext,
+    RecoveryResult,
+    ResilientStorage,
+    RetryWithBackoff,
+    SecurityLockdown,
+    make_failure_strategy,
+)
+
+API = Throttle("api", 10, 60)
+NO_RETRY = ExponentialBackoff(max_attempts=1)
+THROTTLES = (API,)
+
+
+def make(
+    strategy: str = "fail-open",
+    *,
+    storage: FlakyStorage | None = None,
+    retry: ExponentialBackoff | RetryWithBackoff = NO_RETRY,
+    lockdown: SecurityLockdown | None = None,
+) -> tuple[FlakyStorage, ResilientStorage, ManualClock]:
+    clock = ManualClock()
+    storage = (
+        storage if storage is not None else FlakyStorage(MemoryStorage(clock=clock))
+    )
+    resilient = ResilientStorage(
+        storage,
+        failure_strategy=strategy,
+        breaker=CircuitBreaker(failure_threshold=3, cool_down=5),
+        retry=retry,
+        lockdown=lockdown,
+        clock=clock,
+    )
+    return storage, resilient, clock
+
+
+def hits(resilient: ResilientStorage, count: int, who: str = "c") -> list[Decision]:
+    return [resilient.hit(who, THROTTLES, 1) for _ in range(count)]
+
+
+def test_healthy_storage_decides_unmarked() -> None:
+    storage, resilient, _ = make()
+
+    decisions = hits(resilient, 11)
+
+    assert [d.allowed for d in decisions] == [True] * 10 + [False]
+    assert not any(d.degraded for d in decisions)
+    assert storage.calls == 11
+    assert resilient.stats().degraded_total == 0
+
+
+def test_fail_open_admits_and_marks_every_decision_while_down() -> None:
+    storage, resilient, _ = make("fail-open")
+    storage.fail(refused)
+
+    decisions = hits(resilient, 20)
+
+    assert all(d.allowed and d.degraded for d in decisions)
+    assert {d.strategy for d in decisions} == {"fail-open"}
+    stats = resilient.stats()
+    assert stats.degraded_total == 20
+    assert stats.degraded_by_strategy == {"fail-open": 20}
+    assert stats.errors_by_code == {"REDIS_CONNECTION_FAILED": 3}
+    assert stats.breaker.state is BreakerState.OPEN
+
+
+def test_open_breaker_stops_calling_the_storage() -> None:
+    storage, resilient, clock = make()
+    storage.fail(refused)
+
+    hits(resilient, 3)
+    hits(resilient, 50)
+    clock.advance(4.9)
+    hits(resilient, 50)
+
+    assert storage.calls == 3
+
+
+def test_probe_after_the_cool_down_restores_normal_decisions() -> None:
+    storage, resilient, clock = make()
+    storage.fail(refused)
+    hits(resilient, 5)
+    storage.heal()
+
+    assert hits(resilient, 1)[0].degraded
+    clock.advance(5)
+    decision = resilient.hit("c", THROTTLES, 1)
+
+    assert not decision.degraded
+    assert resilient.breaker.state is BreakerState.CLOSED
+    assert not any(d.degraded for d in hits(resilient, 3))
+
+
+def test_failed_probe_keeps_the_breaker_open_for_another_cool_down() -> None:
+    storage, resilient, clock = make()
+    storage.fail(refused)
+    hits(resilient, 3)
+
+    clock.advance(5)
+    hits(resilient, 10)
+    clock.advance(4.9)
+    hits(resilient, 10)
+
+    assert storage.calls == 4
+    assert resilient.breaker.state is BreakerState.OPEN
+
+
+def test_state_changes_are_logged_once_and_requests_never_above_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="sliding_window_throttler")
+    storage, resilient, clock = make()
+    storage.fail(refused)
+    hits(resilient, 100)
+    for _ in range(3):
+        clock.advance(5)
+        hits(resilient, 100)
+
+    storage.heal()
+    clock.advance(5)
+    hits(resilient, 100)
+
+    loud = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno > 10]
+    assert [level for level, _ in loud] == ["WARNING", "WARNING", "INFO", "INFO"]
+    assert "decisions now follow the 'fail-open' strategy" in loud[0][1]
+    assert "circuit breaker open after 3 consecutive" in loud[1][1]
+    assert "circuit breaker closed" in loud[2][1]
+    assert "after 400 degraded decisions" in loud[3][1]
+
+
+def test_fail_closed_refuses_with_a_503_error() -> None:
+    storage, resilient, _ = make("fail-closed")
+    storage.fail(refused)
+
+    with pytest.raises(StorageUnavailableError) as info:
+        resilient.hit("c", THROTTLES, 1)
+
+    assert isinstance(info.value.__cause__, RedisConnectionError)
+    assert info.value.strategy == "fail-closed"
+
+
+def test_fail_closed_while_open_says_when_to_retry() -> None:
+    storage, resilient, clock = make("fail-closed")
+    storage.fail(refused)
+    for _ in range(3):
+        with pytest.raises(StorageUnavailableError):
+            resilient.hit("c", THROTTLES, 1)
+
+    clock.advance(1)
+    with pytest.raises(StorageUnavailableError) as info:
+        resilient.hit("c", THROTTLES, 1)
+
+    assert 0 < info.value.retry_after <= 5
+    breaker_error = info.value.__cause__
+    assert isinstance(breaker_error, StorageUnavailableError)
+    assert breaker_error.context["reason"] == "circuit_open"
+    assert isinstance(breaker_error.__cause__, RedisConnectionError)
+    assert storage.calls == 3
+    assert resilient.stats().refused_total == 4
+
+
+def test_local_fallback_keeps_enforcing_then_hands_back() -> None:
+    storage, resilient, clock = make("local")
+    hits(resilient, 4)
+    storage.fail(refused)
+
+    down = hits(resilient, 12)
+
+    assert [d.allowed for d in down] == [True] * 10 + [False] * 2
+    assert all(d.degraded and d.strategy == "local" for d in down)
+
+    storage.heal()
+    clock.advance(5)
+    back = hits(resilient, 7)
+
+    assert [d.allowed for d in back] == [True] * 6 + [False]
+    assert not any(d.degraded for d in back)
+
+
+def test_timed_out_hit_is_not_retried_nor_counted_twice() -> None:
+    clock = ManualClock()
+    storage = FlakyStorage(MemoryStorage(clock=clock))
+    retry = RetryWithBackoff(ExponentialBackoff(3), sleep=clock.advance)
+    _, resilient, _ = make(storage=storage, retry=retry)
+    storage.fail(timed_out, times=1)
+    storage.counted_then = True
+
+    decision = resilient.hit("c", THROTTLES, 1)
+
+    assert decision.degraded
+    assert storage.calls == 1
+    assert storage.inner.peek("c", THROTTLES, 0).records[0].total_hits == 1
+
+
+def test_refused_connection_is_retried_to_a_normal_decision() -> None:
+    clock = ManualClock()
+    storage = FlakyStorage(MemoryStorage(clock=clock))
+    retry = RetryWithBackoff(ExponentialBackoff(3), sleep=clock.advance)
+    _, resilient, _ = make(storage=storage, retry=retry)
+    storage.fail(refused, times=1)
+
+    decision = resilient.hit("c", THROTTLES, 1)
+
+    assert not decision.degraded
+    assert storage.calls == 2
+    assert storage.inner.peek("c", THROTTLES, 0).records[0].total_hits == 1
+
+
+def test_retries_stop_when_the_breaker_opens() -> None:
+    clock = ManualClock()
+    storage = FlakyStorage(MemoryStorage(clock=clock))
+    retry = RetryWithBackoff(
+        ExponentialBackoff(10, 0.001, 0.001, 0, attempt_timeout=0.001),
+        sleep=clock.advance,
+    )
+    _, resilient, _ = make(storage=storage, retry=retry)
+    storage.fail(refused)
+
+    decision = resilient.hit("c", THROTTLES, 1)
+
+    assert decision.degraded
+    assert storage.calls == 3
+
+
+def test_operation_error_goes_to_the_strategy_without_opening_the_breaker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    storage, resilient, _ = make()
+    storage.fail(out_of_memory)
+
+    decisions = hits(resilient, 10)
+
+    assert all(d.degraded for d in decisions)
+    assert storage.calls == 10
+    assert resilient.breaker.state is BreakerState.CLOSED
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert "maxmemory" in warnings[0].getMessage()
+
+
+def test_missing_functions_switch_to_scripts_without_degrading() -> None:
+    storage = ScriptableStorage(MemoryStorage())
+    _, resilient, _ = make(storage=storage)
+    storage.fail(no_functions)
+
+    decision = resilient.hit("c", THROTTLES, 1)
+
+    assert storage.scripts
+    assert not decision.degraded
+    assert storage.inner.peek("c", THROTTLES, 0).records[0].total_hits == 1
+
+
+def test_non_recoverable_storage_error_reaches_the_caller_unchanged() -> None:
+    error = RedisFunctionError("bad reply", "execution_failed")
+    storage, resilient, _ = make()
+    storage.fail(lambda: error)
+
+    with pytest.raises(RedisFunctionError) as info:
+        resilient.hit("c", THROTTLES, 1)
+
+    assert info.value is error
+    assert resilient.stats().refused_total == 1
+
+
+def test_peek_follows_the_strategy_too() -> None:
+    storage, resilient, _ = make()
+    storage.fail(refused)
+
+    decision = resilient.peek("c", THROTTLES, 1)
+
+    assert decision.allowed and decision.degraded
+
+
+def test_lockdown_refuses_the_client_before_the_storage() -> None:
+    clock = ManualClock()
+    storage = FlakyStorage(MemoryStorage(clock=clock))
+    lockdown = SecurityLockdown(60, clock=clock)
+    _, resilient, _ = make(storage=storage, lockdown=lockdown)
+    violation = SecurityViolationError("abuse", "rate_abuse")
+
+    result = resilient.recovery.recover(violation, RecoveryContext("bad", THROTTLES))
+    refused_hit = resilient.hit("bad", THROTTLES, 1)
+    other = resilient.hit("good", THROTTLES, 1)
+
+    assert result.is_blocked
+    assert not refused_hit.allowed
+    assert refused_hit.strategy == "security-lockdown"
+    assert other.allowed
+    assert storage.calls == 1
+
+    resilient.reset("bad")
+    assert resilient.hit("bad", THROTTLES, 1).allowed
+
+
+def test_reset_is_refused_while_the_breaker_is_open() -> None:
+    storage, resilient, _ = make()
+    storage.fail(refused)
+    hits(resilient, 3)
+
+    with pytest.raises(StorageUnavailableError):
+        resilient.reset("c")
+
+    assert storage.calls == 3
+
+
+def test_reset_errors_are_raised_and_counted() -> None:
+    storage, resilient, _ = make()
+    storage.fail(out_of_memory)
+
+    with pytest.raises(StorageOperationError):
+        resilient.reset("c", THROTTLES)
+
+    assert resilient.stats().errors_by_code == {"STORAGE_OPERATION_FAILED": 1}
+
+
+def test_reset_also_forgets_local_hits() -> None:
+    storage, resilient, _ = make("local")
+    storage.fail(refused, times=2)
+    hits(resilient, 2)
+
+    resilient.reset("c")
+
+    local = resilient.failure_strategy
+    assert isinstance(local, LocalFallback)
+    assert local.stats().pairs == 0
+
+
+def test_close_closes_the_primary() -> None:
+    storage, resilient, _ = make()
+
+    resilient.close()
+
+    assert storage.closed
+
+
+def test_unknown_failure_strategy_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        make_failure_strategy("fail-sometimes")
+
+    assert info.value.field == "failure_strategy"
+    assert "fail-open, fail-closed, local" in info.value.message
+
+
+def test_strategy_objects_are_accepted_as_they_are() -> None:
+    strategy = FailOpen()
+
+    assert make_failure_strategy(strategy) is strategy
+
+
+def test_from_settings_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAILURE_STRATEGY", "local")
+    monkeypatch.setenv("SWT_APP_SERVERS", "5")
+    monkeypatch.setenv("SWT_BREAKER_FAILURE_THRESHOLD", "2")
+    monkeypatch.setenv("SWT_BREAKER_COOL_DOWN", "250ms")
+
+    resilient = ResilientStorage.from_settings(FlakyStorage())
+
+    local = resilient.failure_strategy
+    assert isinstance(local, LocalFallback) and local.app_servers == 5
+    assert resilient.breaker.failure_threshold == 2
+    assert resilient.breaker.cool_down_us == 250_000
+
+
+# The facades.
+
+
+def test_throttler_wraps_the_storage_when_asked() -> None:
+    storage = FlakyStorage()
+    throttler = Throttler(storage, failure_strategy="fail-open")
+    storage.fail(refused)
+
+    decision = throttler.hit("c", API)
+
+    assert isinstance(throttler.storage, ResilientStorage)
+    assert decision.allowed and decision.degraded
+
+
+def test_throttler_leaves_the_storage_bare_by_default() -> None:
+    storage = FlakyStorage()
+    storage.fail(refused)
+    throttler = Throttler(storage)
+
+    assert throttler.storage is storage
+    with pytest.raises(RedisConnectionError):
+        throttler.hit("c", API)
+
+
+def test_async_throttler_wraps_the_storage_when_asked() -> None:
+    storage = AsyncFlakyStorage()
+    throttler = AsyncThrottler(storage, breaker=CircuitBreaker(2))
+    storage.sync.fail(refused)
+
+    with pytest.raises(StorageUnavailableError):
+        asyncio.run(throttler.hit("c", API))
+
+    assert isinstance(throttler.storage, AsyncResilientStorage)
+
+
+# The async face.
+
+
+def make_async(
+    strategy: str = "fail-open", deadline: float | None = 0.1
+) -> tuple[AsyncFlakyStorage, AsyncResilientStorage, ManualClock]:
+    clock = ManualClock()
+    storage = AsyncFlakyStorage(FlakyStorage(MemoryStorage(clock=clock)))
+    resilient = AsyncResilientStorage(
+        storage,
+        failure_strategy=strategy,
+        breaker=CircuitBreaker(failure_threshold=3, cool_down=5),
+        retry=NO_RETRY,
+        deadline=deadline,
+        clock=clock,
+    )
+    return storage, resilient, clock
+
+
+def test_async_face_degrades_opens_and_restores() -> None:
+    storage, resilient, clock = make_async("local")
+
+    async def scenario() -> list[Decision]:
+        storage.sync.fail(refused)
+        down = [await resilient.hit("c", THROTTLES, 1) for _ in range(12)]
+        storage.sync.heal()
+        clock.advance(5)
+        back = [await resilient.hit("c", THROTTLES, 1) for _ in range(2)]
+        await resilient.close()
+        return down + back
+
+    decisions = asyncio.run(scenario())
+
+    assert [d.allowed for d in decisions[:12]] == [True] * 10 + [False] * 2
+    assert all(d.degraded for d in decisions[:12])
+    assert not any(d.degraded for d in decisions[12:])
+    assert storage.sync.calls == 3 + 2
+    assert storage.sync.closed
+
+
+class HangingStorage(AsyncFlakyStorage):
+    """An async storage whose hits never answer (a stalled Redis)."""
+
+    async def hit(
+        self,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_us: int | None = None,
+    ) -> Decision:
+        self.sync.calls += 1
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+def test_async_face_cuts_a_hanging_call_at_the_deadline() -> None:
+    storage = HangingStorage()
+    resilient = AsyncResilientStorage(
+        storage,
+        failure_strategy="fail-open",
+        retry=ExponentialBackoff(3),
+        deadline=0.05,
+    )
+
+    async def timed() -> tuple[Decision, float]:
+        start = time.monotonic()
+        decision = await resilient.hit("c", THROTTLES, 1)
+        return decision, time.monotonic() - start
+
+    decision, elapsed = asyncio.run(timed())
+
+    assert decision.degraded
+    assert elapsed < 0.05 + 0.5
+    assert storage.sync.calls == 1
+    assert resilient.stats().errors_by_code == {"REDIS_TIMEOUT": 1}
+
+
+def test_async_fail_closed_raises_unavailable() -> None:
+    storage, resilient, _ = make_async("fail-closed")
+    storage.sync.fail(refused)
+
+    with pytest.raises(StorageUnavailableError):
+        asyncio.run(resilient.peek("c", THROTTLES, 1))
+
+
+def test_async_reset_goes_to_the_storage() -> None:
+    _, resilient, _ = make_async()
+
+    async def scenario() -> Decision:
+        await resilient.hit("c", THROTTLES, 1)
+        await resilient.reset("c")
+        return await resilient.peek("c", THROTTLES, 0)
+
+    assert asyncio.run(scenario()).records[0].total_hits == 0
+
+
+class Watching:
+    """An extra strategy that sees every storage error and declines."""
+
+    name = "watching"
+
+    def __init__(self) -> None:
+        self.codes: list[str] = []
+
+    def can_recover(self, error: ThrottlerError) -> bool:
+        return isinstance(error, StorageError)
+
+    def recover(
+        self, error: ThrottlerError, context: RecoveryContext
+    ) -> RecoveryResult:
+        self.codes.append(str(error.code))
+        return RecoveryResult(False, self.name, error=error)
+
+
+def test_extra_strategies_see_errors_before_the_failure_strategy() -> None:
+    clock = ManualClock()
+    storage = FlakyStorage(MemoryStorage(clock=clock))
+    watching = Watching()
+    resilient = ResilientStorage(
+        storage,
+        failure_strategy="fail-open",
+        breaker=CircuitBreaker(failure_threshold=2, cool_down=5),
+        retry=NO_RETRY,
+        strategies=[watching],
+        clock=clock,
+    )
+    storage.fail(refused)
+
+    decisions = hits(resilient, 4)
+
+    assert all(d.degraded and d.strategy == "fail-open" for d in decisions)
+    assert (
+        watching.codes == ["REDIS_CONNECTION_FAILED"] * 2 + ["STORAGE_UNAVAILABLE"] * 2
+    )
+
+
+def test_counters_hold_under_threads() -> None:
+    storage, resilient, _ = make("local")
+    storage.fail(refused)
+
+    def worker(n: int) -> None:
+        for _ in range(500):
+            resilient.hit(f"client-{n}", THROTTLES, 1)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+
+    for thread in threads:
+        thread.join()
+
+    stats = resilient.stats()
+    assert stats.degraded_total == 8 * 500
+    assert stats.degraded_by_strategy == {"local": 8 * 500}
+    assert storage.calls == 3
+
+
+def test_async_face_retries_a_refused_connection_to_a_normal_decision() -> None:
+    clock = ManualClock()
+    storage = AsyncFlakyStorage(FlakyStorage(MemoryStorage(clock=clock)))
+
+    async def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+
+    resilient = AsyncResilientStorage(
+        storage,
+        failure_strategy="fail-closed",
+        retry=RetryWithBackoff(ExponentialBackoff(3), async_sleep=sleep),
+        clock=clock,
+    )
+    storage.sync.fail(refused, times=1)
+
+    decision = asyncio.run(resilient.hit("c", THROTTLES, 1))
+
+    assert not decision.degraded
+    assert storage.sync.calls == 2
