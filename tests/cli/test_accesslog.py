@@ -6,7 +6,6 @@ import gzip
 from pathlib import Path
 
 import pytest
-from cli_logs import BUNDLED_LOG, T0, WriteLog
 
 from sliding_window_throttler.cli.accesslog import (
     LogFileError,
@@ -16,6 +15,8 @@ from sliding_window_throttler.cli.accesslog import (
     read_lines,
     shorten,
 )
+
+from cli_logs import BUNDLED_LOG, T0, WriteLog
 
 US = 1_000_000
 PREFIX = b"192.0.2.7 - - [17/May/2015:10:05:03 +0000] "

@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_logs import BUNDLED_LOG, WriteLog, clf
 from click.testing import CliRunner, Result
 
 from sliding_window_throttler.cli import cli
 from sliding_window_throttler.cli.replay import Replay
+
+from cli_logs import BUNDLED_LOG, WriteLog, clf
 
 DEMO = ["--limit", "20/10s", "--limit", "60/minute", "--top", "5"]
 
@@ -65,6 +66,7 @@ def test_json_has_exactly_the_documented_keys(small_log: Path) -> None:
         "busiest_windows",
         "span",
         "capacity_refused",
+        "storage",
     ]
     assert (report["requests"], report["admitted"], report["rejected"]) == (8, 6, 2)
     assert report["top_throttled"][0]["client"] == "10.0.0.1"

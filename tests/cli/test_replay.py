@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_logs import BUNDLED_LOG, T0, WriteLog, clf
 
 from sliding_window_throttler import ConfigurationError, Throttle
 from sliding_window_throttler.cli.accesslog import LogFileError
@@ -16,6 +15,8 @@ from sliding_window_throttler.cli.replay import (
     make_throttles,
     throttle_name,
 )
+
+from cli_logs import BUNDLED_LOG, T0, WriteLog, clf
 
 US = 1_000_000
 

@@ -6,10 +6,10 @@ import io
 import json
 from pathlib import Path
 
-from cli_logs import WriteLog, clf
-
 from sliding_window_throttler.cli.replay import Replay, make_throttles
 from sliding_window_throttler.cli.report import iso_time, to_json, write_text
+
+from cli_logs import WriteLog, clf
 
 JSON_KEYS = [
     "files",
@@ -27,6 +27,7 @@ JSON_KEYS = [
     "busiest_windows",
     "span",
     "capacity_refused",
+    "storage",
 ]
 
 

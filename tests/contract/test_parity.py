@@ -19,8 +19,9 @@ from contract_storages import SyncStorage, make_storage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model import Model, as_verdict, spec_of
 from sliding_window_throttler import ManualClock, MemoryStorage, Throttle
+
+from model import Model, as_verdict, spec_of
 
 pytestmark = pytest.mark.redis
 

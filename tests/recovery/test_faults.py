@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from redis_servers import RedisServer
 from sliding_window_throttler import Decision, Throttle
 from sliding_window_throttler.errors import (
     RedisConnectionError,
@@ -36,6 +35,8 @@ from sliding_window_throttler.recovery import (
 )
 from sliding_window_throttler.storage.redis import RedisStorage
 from sliding_window_throttler.storage.redis_async import AsyncRedisStorage
+
+from redis_servers import RedisServer
 
 pytestmark = pytest.mark.redis
 

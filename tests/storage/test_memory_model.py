@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model import Model, as_verdict, spec_of
 from sliding_window_throttler import ManualClock, MemoryStorage, Throttle, Throttler
+
+from model import Model, as_verdict, spec_of
 
 IDENTIFIERS = ("alice", "bob", "carol")
 

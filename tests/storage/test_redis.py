@@ -11,7 +11,6 @@ from unittest import mock
 import pytest
 import redis
 
-from redis_servers import RedisCluster, RedisServer, SentinelSet, wait_for
 from sliding_window_throttler import (
     RedisConnectionError,
     RedisFunctionError,
@@ -24,6 +23,8 @@ from sliding_window_throttler.storage._redis_common import (
     identifier_tag,
     map_redis_errors,
 )
+
+from redis_servers import RedisCluster, RedisServer, SentinelSet, wait_for
 
 pytestmark = pytest.mark.redis
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from redis_servers import RedisCluster, RedisServer, SentinelSet
 from sliding_window_throttler import StorageTimeoutError, Throttle
 from sliding_window_throttler.storage import AsyncRedisStorage, RedisStorage
 from sliding_window_throttler.storage._redis_common import LIBRARY
+
+from redis_servers import RedisCluster, RedisServer, SentinelSet
 
 pytestmark = pytest.mark.redis
 

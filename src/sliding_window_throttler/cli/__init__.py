@@ -8,6 +8,7 @@ No traceback reaches the user for either.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,15 +26,20 @@ from rich.progress import (
 )
 
 from ..core.rate import parse_duration_ms
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, ThrottlerError
 from .accesslog import LogFileError, check_log
 from .replay import KEYS, Replay, make_throttles
 from .report import write_json, write_text
+from .storage import open_storage, redis_target
 
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
 """Smaller inputs replay in well under a second: no progress bar for them."""
+REDIS_PROGRESS_MIN_BYTES = 64 * 1024
+"""Through Redis, a round trip a line, 64 KiB of gzip log take about a second."""
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+_CLIENT_REPR = re.compile(r"<redis\.\S*\(.*\)>")
+"""A redis-py object's repr, as some redis-py errors quote it: a page long."""
 
 
 class CommandError(click.ClickException):
@@ -135,6 +141,39 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     show_default=True,
     help="How many clients and windows to rank.",
 )
+@click.option(
+    "--redis-url",
+    metavar="URL",
+    help="Replay through the Redis at URL (redis://, rediss://, unix://, or "
+    "redis+cluster:// for a Cluster) instead of memory, under keys of this run "
+    "alone.",
+)
+@click.option(
+    "--redis-cluster",
+    is_flag=True,
+    help="Treat --redis-url as one node of a Redis Cluster.",
+)
+@click.option(
+    "--redis-sentinel",
+    "redis_sentinels",
+    metavar="HOST:PORT",
+    multiple=True,
+    help="Replay through the master that this Sentinel names (port 26379 if "
+    "left out); repeat for several. Needs --redis-service.",
+)
+@click.option(
+    "--redis-service",
+    metavar="NAME",
+    help="The master's name in the Sentinel configuration.",
+)
+@click.option(
+    "--redis-timeout",
+    metavar="DURATION",
+    default="5s",
+    show_default=True,
+    callback=_duration,
+    help="How long to wait for Redis to connect, and to answer each hit.",
+)
 def replay_command(
     logs: tuple[Path, ...],
     limits: tuple[str, ...],
@@ -143,33 +182,57 @@ def replay_command(
     reorder_window: int,
     as_json: bool,
     top: int,
+    redis_url: str | None,
+    redis_cluster: bool,
+    redis_sentinels: tuple[str, ...],
+    redis_service: str | None,
+    redis_timeout: int,
 ) -> None:
     """
     Replay access logs through the throttler on their logged time.
 
     Reads Apache/Nginx common or combined logs, plain or gzip, one after the
-    other, and reports what the given limits would have admitted and refused.
+    other, and reports what the given limits would have admitted and refused,
+    deciding in memory or, with --redis-url or --redis-sentinel, in Redis.
     """
     try:
         throttles = make_throttles(limits, block)
+        target = redis_target(
+            redis_url,
+            redis_cluster,
+            redis_sentinels,
+            redis_service,
+            redis_timeout,
+            throttles,
+        )
     except ConfigurationError as exc:
         raise click.UsageError(exc.message) from None
 
+    min_bytes = PROGRESS_MIN_BYTES if target is None else REDIS_PROGRESS_MIN_BYTES
     try:
         for path in logs:
             check_log(path)
 
-        with _progress_bar(logs) as on_progress:
-            result = Replay(
+        with (
+            open_storage(target) as storage,
+            _progress_bar(logs, min_bytes) as on_progress,
+        ):
+            replay = Replay(
                 logs,
                 throttles,
                 key=key,
                 reorder_window_ms=reorder_window,
                 top=top,
                 on_progress=on_progress,
-            ).run()
+                storage=storage.redis,
+                storage_info=storage.info,
+            )
+            result = replay.run()
+            storage.forget(replay.identifiers(), throttles)
     except LogFileError as exc:
         raise CommandError(str(exc)) from None
+    except ThrottlerError as exc:
+        raise _storage_failure(exc) from None
 
     if as_json:
         write_json(result, sys.stdout)
@@ -177,14 +240,21 @@ def replay_command(
         write_text(result, sys.stdout)
 
 
+def _storage_failure(exc: ThrottlerError) -> CommandError:
+    """One line for a Redis failure: unreachable, refused, no redis extra..."""
+    # Some quote a server reply over several lines, or a client's repr.
+    message = _CLIENT_REPR.sub("<redis client>", exc.message)
+    return CommandError(" ".join(message.split()))
+
+
 @contextmanager
 def _progress_bar(
-    paths: Sequence[Path],
+    paths: Sequence[Path], min_bytes: int
 ) -> Iterator[Callable[[int], None] | None]:
-    """Yield a progress callback for long inputs on a terminal, else None."""
+    """Yield a progress callback for ``min_bytes`` or more on a terminal, else None."""
     total = sum(path.stat().st_size for path in paths)
     console = Console(stderr=True)
-    if total < PROGRESS_MIN_BYTES or not console.is_terminal:
+    if total < min_bytes or not console.is_terminal:
         yield None
         return
 

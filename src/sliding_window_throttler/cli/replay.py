@@ -2,10 +2,14 @@
 Replaying access logs through a real ``Throttler`` on the logged time.
 
 Each request goes, in time order (see ``reorder.py``), through
-``Throttler.hit(identifier, *throttles)`` on a ``MemoryStorage`` whose
-``ManualClock`` is set to the logged time first, so the decisions are exactly
-those a server with these limits would have made. All throttles are decided
-together: a request is admitted only if every throttle admits it.
+``Throttler.hit(identifier, *throttles)`` at its logged time, so the decisions
+are exactly those a server with these limits would have made. All throttles
+are decided together: a request is admitted only if every throttle admits it.
+
+Where the time comes from is the one seam between storages (``HitAt``): by
+default a fresh ``MemoryStorage`` whose ``ManualClock`` is set before each hit;
+given a storage with a clock of its own (Redis), each hit carries its time as
+``now_ms``. The loop that counts is the same for both.
 
 Memory grows with the number of distinct clients (their counters and the
 storage's windows), never with the number of lines.
@@ -21,8 +25,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from .. import ManualClock, MemoryStorage, Outcome, Throttle, Throttler
+from ..core.decision import Decision
 from ..core.rate import format_duration_ms, parse_duration_ms, parse_rate
 from ..errors import ConfigurationError
+from ..storage.base import Storage
 from ..throttler import MAX_IDENTIFIER_LENGTH
 from .accesslog import (
     LogFileError,
@@ -64,6 +70,28 @@ PAIRS_PER_THROTTLE = 10_000_000
 
 Entry = tuple[int, int, str, int]
 """``(time_us, sequence, identifier, offset_s)`` of one request to replay."""
+
+HitAt = Callable[[str, int], Decision]
+"""Decides one request by an identifier at a time in microseconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorageInfo:
+    """
+    Where a replay kept its windows, as the report names it.
+
+    Attributes:
+        kind: ``memory`` or ``redis``.
+        topology: For Redis: ``standalone``, ``cluster`` or ``sentinel``.
+        prefix: For Redis: the key prefix of this run alone.
+    """
+
+    kind: str = "memory"
+    topology: str | None = None
+    prefix: str | None = None
+
+
+IN_MEMORY = StorageInfo()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +162,7 @@ class ReplayResult:
     busiest_windows: tuple[Window, ...]
     first: Instant | None
     last: Instant | None
+    storage: StorageInfo = IN_MEMORY
 
     @property
     def rejected_percent(self) -> float:
@@ -238,6 +267,11 @@ class Replay:
         reorder_window_ms: How long to wait for out-of-order lines.
         top: How many clients and windows to rank.
         on_progress: Called now and then with the bytes read from all files.
+        storage: A storage with a clock of its own (Redis) to decide in, each
+            hit carrying its logged time; by default every run decides in a
+            fresh ``MemoryStorage`` on a ``ManualClock``. It stays yours to
+            close.
+        storage_info: How the report names ``storage``.
     """
 
     def __init__(
@@ -249,6 +283,8 @@ class Replay:
         reorder_window_ms: int = DEFAULT_REORDER_WINDOW_MS,
         top: int = 10,
         on_progress: Callable[[int], None] | None = None,
+        storage: Storage | None = None,
+        storage_info: StorageInfo = IN_MEMORY,
     ) -> None:
         if key not in KEYS:
             raise ConfigurationError("key", f"--key must be one of {', '.join(KEYS)}")
@@ -259,10 +295,13 @@ class Replay:
         self.top = top
         self.on_progress = on_progress
         self.reorder_window_ms = reorder_window_ms
+        self.storage = storage
+        self.storage_info = storage_info
         self._identify = KEYS[key]
         self._reorder = ReorderBuffer(reorder_window_ms * 1000)
         self._malformed = 0
         self._examples: list[Malformed] = []
+        self._clients: dict[str, list[int]] = {}
 
     def run(self) -> ReplayResult:
         """
@@ -277,20 +316,21 @@ class Replay:
 
         self._reorder = ReorderBuffer(self.reorder_window_ms * 1000)
         self._malformed, self._examples = 0, []
-        clock = ManualClock()
-        pairs = PAIRS_PER_THROTTLE * len(self.throttles)
-        throttler = Throttler(MemoryStorage(clock=clock, max_pairs=pairs))
+        if self.storage is None:
+            hit_at = _hits_on_clock(self.throttles)
+        else:
+            hit_at = _hits_with_time(self.storage, self.throttles)
+
         bucket_us = min(t.ttl_ms for t in self.throttles) * 1000
         tally = _Tally(bucket_us=bucket_us, top=self.top)
-        _simulate(
-            self._reorder.reorder(self._entries()),
-            throttler,
-            clock,
-            self.throttles,
-            tally,
-        )
+        self._clients = tally.clients
+        _simulate(self._reorder.reorder(self._entries()), hit_at, tally)
 
         return self._result(tally)
+
+    def identifiers(self) -> Iterator[str]:
+        """The identifiers the last run hit, each once: whose keys it wrote."""
+        return iter(self._clients)
 
     def _entries(self) -> Iterator[Entry]:
         identify = self._identify
@@ -371,33 +411,48 @@ class Replay:
             busiest_windows=tuple(Window(-w[2], w[3], w[0], w[1]) for w in windows),
             first=tally.first,
             last=tally.last,
+            storage=self.storage_info,
         )
 
 
-def _simulate(
-    entries: Iterator[Entry],
-    throttler: Throttler,
-    clock: ManualClock,
-    throttles: tuple[Throttle, ...],
-    tally: _Tally,
-) -> None:
+def _hits_on_clock(throttles: tuple[Throttle, ...]) -> HitAt:
+    """Hits in a fresh ``MemoryStorage`` whose clock is set to each hit's time."""
+    clock = ManualClock()
+    pairs = PAIRS_PER_THROTTLE * len(throttles)
+    hit = Throttler(MemoryStorage(clock=clock, max_pairs=pairs)).hit
+    set_us = clock.set_us
+
+    def hit_at(identifier: str, time_us: int) -> Decision:
+        set_us(time_us)
+        return hit(identifier, *throttles)
+
+    return hit_at
+
+
+def _hits_with_time(storage: Storage, throttles: tuple[Throttle, ...]) -> HitAt:
+    """Hits that carry their time, for a storage with a clock of its own."""
+    hit = Throttler(storage).hit
+
+    def hit_at(identifier: str, time_us: int) -> Decision:
+        # The throttler rounds now_ms * 1000 back to the same microsecond for
+        # any time below 2**51 us (the year 2041).
+        return hit(identifier, *throttles, now_ms=time_us / 1000)
+
+    return hit_at
+
+
+def _simulate(entries: Iterator[Entry], hit_at: HitAt, tally: _Tally) -> None:
     # The hot loop: counters in locals, rare events (a refusal, a new bucket)
-    # in methods. Buckets follow the storage's clock, which stands still for
-    # a late line, so a bucket once closed never gets another request.
-    hit, set_us = throttler.hit, clock.set_us
+    # in methods. Every hit is decided at `now`, the latest time replayed: for
+    # a late line MemoryStorage would hold its clock there anyway, and Redis
+    # (which holds a time back only to the client's own newest hit) must be
+    # told. Buckets follow the same clock, so one closed never gets another
+    # request.
     clients = tally.clients
     bucket_us = tally.bucket_us
     admitted = in_bucket = latest_offset = earliest_offset = 0
     now, earliest = -(2**63), 2**63
     for time_us, _, identifier, offset_s in entries:
-        set_us(time_us)
-        decision = hit(identifier, *throttles)
-
-        counters = clients.get(identifier)
-        if counters is None:
-            counters = clients[identifier] = [0, 0, 0, 0]
-
-        counters[0] += 1
         if time_us > now:
             now, latest_offset = time_us, offset_s
             if now // bucket_us != tally.bucket:
@@ -407,6 +462,12 @@ def _simulate(
         if time_us < earliest:
             earliest, earliest_offset = time_us, offset_s
 
+        decision = hit_at(identifier, now)
+        counters = clients.get(identifier)
+        if counters is None:
+            counters = clients[identifier] = [0, 0, 0, 0]
+
+        counters[0] += 1
         in_bucket += 1
         if decision.allowed:
             admitted += 1

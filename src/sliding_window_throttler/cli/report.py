@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.rate import format_duration_ms
-from .replay import Instant, ReplayResult
+from .replay import Instant, ReplayResult, StorageInfo
 
 PIPED_WIDTH = 100
 MAX_CLIENT_CHARS = 60
@@ -83,7 +83,13 @@ def to_json(result: ReplayResult) -> dict[str, Any]:
         ],
         "span": {"first": _instant(result.first), "last": _instant(result.last)},
         "capacity_refused": result.capacity_refused,
+        "storage": _storage_json(result.storage),
     }
+
+
+def _storage_json(info: StorageInfo) -> dict[str, str]:
+    fields = {"kind": info.kind, "topology": info.topology, "prefix": info.prefix}
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def write_json(result: ReplayResult, stream: TextIO) -> None:
@@ -155,6 +161,7 @@ def _summary_rows(result: ReplayResult) -> list[tuple[str, str]]:
         ("files", ", ".join(result.files)),
         ("limits", f"{limits} (all decided together)"),
         ("key", result.key),
+        ("storage", _storage_text(result.storage)),
         ("span", span),
         ("requests replayed", f"{result.requests:,}"),
         ("admitted", f"{result.admitted:,}"),
@@ -170,6 +177,13 @@ def _summary_rows(result: ReplayResult) -> list[tuple[str, str]]:
         )
 
     return rows
+
+
+def _storage_text(info: StorageInfo) -> str:
+    if info.kind == "memory":
+        return "memory"
+
+    return f"{info.kind} {info.topology}, key prefix {info.prefix}"
 
 
 def _throttled_table(result: ReplayResult) -> Table:
