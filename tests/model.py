@@ -112,8 +112,13 @@ class Model:
             if recorded:
                 after = (after + [now] * cost)[-spec.limit :]
 
-            if commit and (recorded or fresh_block):
+            if commit and recorded:
                 self.pairs[(identifier, spec.name)] = _Pair(after, blocked)
+            elif commit and fresh_block:
+                # Only a write rebuilds the ring for a changed limit: a block
+                # keeps the admissions as they are.
+                kept = self.pairs[(identifier, spec.name)].ring
+                self.pairs[(identifier, spec.name)] = _Pair(kept, blocked)
 
             records.append(
                 _record(

@@ -205,3 +205,22 @@ def test_explicit_times_outside_the_exact_range_are_refused(now_ms: float) -> No
         throttler.hit("a", Throttle("api", 1, 1), now_ms=now_ms)
 
     assert caught.value.field == "now_ms"
+
+
+@pytest.mark.parametrize(
+    ("face", "storage", "hint"),
+    [
+        (Throttler, "memory", "storage object"),
+        (Throttler, AsyncMemoryStorage(), "AsyncThrottler"),
+        (AsyncThrottler, MemoryStorage(), "AsyncMemoryStorage"),
+        (AsyncThrottler, None.__class__, "storage object"),
+    ],
+)
+def test_a_storage_of_the_wrong_kind_is_refused_at_construction(
+    face: type, storage: object, hint: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        face(storage)
+
+    assert caught.value.field == "storage"
+    assert hint in str(caught.value)

@@ -383,6 +383,26 @@ class SecurityViolationError(ThrottlerError):
         self.violation_type = violation_type
 
 
+def shown(value: object, width: int = 80) -> str:
+    """
+    A user's value as error messages quote it: its repr, kept short.
+
+    Integers too long to print (Python refuses past 4,300 digits) are described
+    by their size instead.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > 128:
+            return f"an integer of {value.bit_length()} bits"
+
+        return f"{value:,}" if abs(value) < 10**12 else repr(value)
+
+    text = repr(value)
+    if len(text) > width:
+        text = f"{text[: width - 5]}...{text[-2:]}"
+
+    return text
+
+
 def is_throttler_error(error: object) -> bool:
     """Return True if ``error`` is an error of this package."""
     return isinstance(error, ThrottlerError)

@@ -13,7 +13,7 @@ from typing import Any
 
 from .core.decision import Decision
 from .core.rate import Duration, Throttle
-from .errors import ConfigurationError, KeyGenerationError
+from .errors import ConfigurationError, KeyGenerationError, shown
 from .recovery import (
     AsyncResilientStorage,
     CircuitBreaker,
@@ -49,7 +49,7 @@ class _ThrottlerCore:
         checked = check_throttles(throttles)
         if isinstance(cost, bool) or not isinstance(cost, int):
             raise ConfigurationError(
-                "cost", f"cost must be a whole number of hits, got {cost!r}"
+                "cost", f"cost must be a whole number of hits, got {shown(cost)}"
             )
 
         if cost < 0:
@@ -85,7 +85,7 @@ def check_throttles(throttles: Sequence[Throttle]) -> tuple[Throttle, ...]:
             raise ConfigurationError(
                 "throttles",
                 f"expected Throttle objects, got {type(throttle).__name__} "
-                f"{throttle!r}",
+                f"{shown(throttle)}",
             )
 
     if len(throttles) > 1:
@@ -116,17 +116,42 @@ def resilience_options(
     return {name: value for name, value in given.items() if value is not None}
 
 
+def check_storage(storage: object, *, asynchronous: bool) -> None:
+    """Refuse what is not a storage, or a storage of the other face."""
+    hit = getattr(storage, "hit", None)
+    if not callable(hit):
+        raise ConfigurationError(
+            "storage",
+            "storage must be a storage object (MemoryStorage, RedisStorage...), "
+            f"got {shown(storage)}",
+        )
+
+    if inspect.iscoroutinefunction(hit) == asynchronous:
+        return
+
+    if asynchronous:
+        hint = "wrap a MemoryStorage in AsyncMemoryStorage(storage), or use "
+        hint += "AsyncRedisStorage"
+    else:
+        hint = "use MemoryStorage or RedisStorage, or AsyncThrottler for this one"
+
+    face = "AsyncThrottler needs an asyncio" if asynchronous else "Throttler needs a"
+    raise ConfigurationError(
+        "storage", f"{face} storage, got {type(storage).__name__}: {hint}"
+    )
+
+
 def _ms_to_us(now_ms: float) -> int:
     if isinstance(now_ms, bool) or not isinstance(now_ms, int | float):
         raise ConfigurationError(
-            "now_ms", f"now_ms must be a number of milliseconds, got {now_ms!r}"
+            "now_ms", f"now_ms must be a number of milliseconds, got {shown(now_ms)}"
         )
 
     if not -MAX_NOW_MS <= now_ms <= MAX_NOW_MS:  # also refuses NaN
         raise ConfigurationError(
             "now_ms",
             f"now_ms must be within ±{MAX_NOW_MS:,} ms (about 142 years of "
-            f"microseconds around 0), got {now_ms!r}",
+            f"microseconds around 0), got {shown(now_ms)}",
         )
 
     return round(now_ms * 1000)
@@ -163,6 +188,7 @@ class Throttler:
         deadline: Duration | None = None,
     ) -> None:
         storage = storage if storage is not None else MemoryStorage()
+        check_storage(storage, asynchronous=False)
         options = resilience_options(failure_strategy, breaker, retry, deadline)
         if options:
             storage = ResilientStorage(storage, **options)
@@ -253,13 +279,7 @@ class AsyncThrottler:
         deadline: Duration | None = None,
     ) -> None:
         storage = storage if storage is not None else AsyncMemoryStorage()
-        if not inspect.iscoroutinefunction(getattr(storage, "hit", None)):
-            raise ConfigurationError(
-                "storage",
-                f"AsyncThrottler needs an asyncio storage, got "
-                f"{type(storage).__name__}: wrap a MemoryStorage in "
-                "AsyncMemoryStorage(storage), or use AsyncRedisStorage",
-            )
+        check_storage(storage, asynchronous=True)
 
         options = resilience_options(failure_strategy, breaker, retry, deadline)
         if options:

@@ -211,3 +211,21 @@ def test_misused_arguments_get_errors_that_say_what_to_do(
 
     assert caught.value.field == field
     assert shown in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ("x", 10**5000, 1),
+        ("x", 1, 10**5000),
+        ("x", 1, 1, 10**5000),
+        ("x", "9" * 5000 + "/s"),
+    ],
+)
+def test_integers_too_long_to_print_still_get_a_configuration_error(
+    arguments: tuple[object, ...],
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Throttle(*arguments)  # type: ignore[arg-type]
+
+    assert len(str(caught.value)) < 300

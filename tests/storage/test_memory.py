@@ -635,3 +635,45 @@ def test_negative_explicit_times_are_ordinary_times():
     ]
 
     assert allowed == [True, True, False, False, True]
+
+
+def test_evict_lru_evicts_nobody_when_it_cannot_make_room():
+    storage = MemoryStorage(clock=ManualClock(), max_pairs=2, overflow="evict-lru")
+    throttler = Throttler(storage)
+    p, q, r = (Throttle(name, 1, 60) for name in "pqr")
+    throttler.hit("A", p, q)
+
+    refused = throttler.hit("B", p, q, r)
+
+    assert refused.records[0].outcome is Outcome.CAPACITY
+    assert storage.stats().evicted == 0
+    assert throttler.hit("A", p, q).allowed is False  # A's hits were kept
+
+
+def test_full_storage_reclaims_expired_pairs_of_a_client_that_lives_on():
+    clock = ManualClock()
+    storage = MemoryStorage(clock=clock, max_pairs=2)
+    throttler = Throttler(storage)
+    throttler.hit("A", Throttle("day", 5, 86_400), Throttle("sec", 5, 1))
+    clock.advance(5)
+
+    admitted = throttler.hit("B", Throttle("sec", 5, 1))
+
+    assert admitted.allowed is True
+    assert storage.stats().pairs == 2
+    assert storage.stats().reclaimed == 1
+
+
+@pytest.mark.parametrize("bad", ["x", 5, object()])
+def test_a_clock_without_now_us_is_refused_at_construction(bad: object) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        MemoryStorage(clock=bad)  # type: ignore[arg-type]
+
+    assert caught.value.field == "clock"
+
+
+def test_async_memory_storage_wraps_only_a_memory_storage() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        AsyncMemoryStorage("x")  # type: ignore[arg-type]
+
+    assert caught.value.field == "storage"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Protocol
 
@@ -35,7 +36,7 @@ class ManualClock:
     __slots__ = ("_now_us",)
 
     def __init__(self, start_ms: float = 0) -> None:
-        self._now_us = round(start_ms * 1000)
+        self._now_us = _to_us(start_ms, 1000, "start_ms")
 
     def now_us(self) -> int:
         """Return the current time in microseconds."""
@@ -47,16 +48,27 @@ class ManualClock:
 
     def set_ms(self, ms: float) -> None:
         """Jump to ``ms`` milliseconds (backwards too)."""
-        self._now_us = round(ms * 1000)
+        self._now_us = _to_us(ms, 1000, "ms")
 
     def set_us(self, us: int) -> None:
         """Jump to ``us`` microseconds (backwards too)."""
-        self._now_us = us
+        self._now_us = _to_us(us, 1, "us")
 
     def advance_ms(self, ms: float) -> None:
         """Move forward by ``ms`` milliseconds."""
-        self._now_us += round(ms * 1000)
+        self._now_us += _to_us(ms, 1000, "ms")
 
     def advance(self, seconds: float) -> None:
         """Move forward by ``seconds``."""
-        self._now_us += round(seconds * 1_000_000)
+        self._now_us += _to_us(seconds, 1_000_000, "seconds")
+
+
+def _to_us(value: float, scale: int, name: str) -> int:
+    # A clock is test and simulation equipment: refuse nonsense loudly.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+
+    return value * scale if isinstance(value, int) else round(value * scale)

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, shown
 
 Duration = int | float | timedelta | str
 """Seconds (int or float), a ``timedelta``, or a string such as ``"1.5s"``."""
@@ -69,7 +69,9 @@ def parse_duration_ms(value: Duration, *, field: str = "duration") -> int:
             whole number of milliseconds, or is longer than 366 days.
     """
     if isinstance(value, bool):
-        raise ConfigurationError(field, f"{field} must be a duration, got {value!r}")
+        raise ConfigurationError(
+            field, f"{field} must be a duration, got {shown(value)}"
+        )
 
     if isinstance(value, timedelta):
         ms = _whole_ms(value / timedelta(milliseconds=1), field, value)
@@ -83,15 +85,17 @@ def parse_duration_ms(value: Duration, *, field: str = "duration") -> int:
         raise ConfigurationError(
             field,
             f"{field} must be seconds, a timedelta or a string such as '30s', "
-            f"got {type(value).__name__} {value!r}",
+            f"got {type(value).__name__} {shown(value)}",
         )
 
     if ms < 0:
-        raise ConfigurationError(field, f"{field} must not be negative, got {value!r}")
+        raise ConfigurationError(
+            field, f"{field} must not be negative, got {shown(value)}"
+        )
 
     if ms > MAX_DURATION_MS:
         raise ConfigurationError(
-            field, f"{field} must be at most 366 days, got {value!r}"
+            field, f"{field} must be at most 366 days, got {shown(value)}"
         )
 
     return ms
@@ -100,12 +104,14 @@ def parse_duration_ms(value: Duration, *, field: str = "duration") -> int:
 def _parse_duration_text(text: str, field: str) -> int:
     match = _DURATION.fullmatch(text)
     if match is None and _DURATION.fullmatch(text.strip().removeprefix("-")):
-        raise ConfigurationError(field, f"{field} must not be negative, got {text!r}")
+        raise ConfigurationError(
+            field, f"{field} must not be negative, got {shown(text)}"
+        )
 
     if match is None:
         raise ConfigurationError(
             field,
-            f"{field} {text!r} is not a duration; write a number and a unit, "
+            f"{field} {shown(text)} is not a duration; write a number and a unit, "
             f"such as '30s' or '2 minutes' (units: {_UNITS_TEXT})",
         )
 
@@ -113,20 +119,20 @@ def _parse_duration_text(text: str, field: str) -> int:
     scale = _UNIT_MS.get(unit.lower(), 0) if unit else 1_000
     if not scale:
         raise ConfigurationError(
-            field, f"{field} {text!r} has an unknown unit {unit!r} ({_UNITS_TEXT})"
+            field, f"{field} {shown(text)} has an unknown unit {unit!r} ({_UNITS_TEXT})"
         )
 
     return _whole_ms(float(number) * scale, field, text)
 
 
-def _whole_ms(ms: float, field: str, shown: object) -> int:
+def _whole_ms(ms: float, field: str, given: object) -> int:
     if not math.isfinite(ms):
-        raise ConfigurationError(field, f"{field} must be finite, got {shown!r}")
+        raise ConfigurationError(field, f"{field} must be finite, got {shown(given)}")
 
     whole = round(ms)
     if abs(ms - whole) > 1e-6:
         raise ConfigurationError(
-            field, f"{field} must be a whole number of milliseconds, got {shown!r}"
+            field, f"{field} must be a whole number of milliseconds, got {shown(given)}"
         )
 
     return whole
@@ -144,22 +150,27 @@ def parse_rate(spec: str, *, field: str = "rate") -> tuple[int, int]:
     """
     if not isinstance(spec, str):
         raise ConfigurationError(
-            field, f"{field} must be a string such as '100/minute', got {spec!r}"
+            field, f"{field} must be a string such as '100/minute', got {shown(spec)}"
         )
 
     match = _SPEC.fullmatch(spec)
     if match is None:
         raise ConfigurationError(
             field,
-            f"{field} {spec!r} is not a rate; write it as '100/minute', '10/5s' or "
-            "'5 per 2 minutes'",
+            f"{field} {shown(spec)} is not a rate; write it as '100/minute', "
+            "'10/5s' or '5 per 2 minutes'",
         )
 
     count, number, unit = match.groups()
     scale = _UNIT_MS.get(unit.lower())
     if scale is None:
         raise ConfigurationError(
-            field, f"{field} {spec!r} has an unknown unit {unit!r} ({_UNITS_TEXT})"
+            field, f"{field} {shown(spec)} has an unknown unit {unit!r} ({_UNITS_TEXT})"
+        )
+
+    if len(count) > 18:
+        raise ConfigurationError(
+            field, f"{field} {shown(spec)} has an absurd number of hits per window"
         )
 
     ttl_ms = _whole_ms(float(number or 1) * scale, field, spec)
@@ -206,7 +217,7 @@ class Throttle:
             raise ConfigurationError(
                 "name",
                 "throttle name must be 1-64 letters, digits, '_', '.' or '-', "
-                f"got {name!r}",
+                f"got {shown(name)}",
             )
 
         if isinstance(limit, str):
@@ -217,7 +228,8 @@ class Throttle:
         else:
             if ttl is None:
                 raise ConfigurationError(
-                    "ttl", f"throttle {name!r}: give a window (ttl) for limit {limit!r}"
+                    "ttl",
+                    f"throttle {name!r}: give a window (ttl) for limit {shown(limit)}",
                 )
             count, ttl_ms = limit, parse_duration_ms(ttl, field="ttl")
 
@@ -258,44 +270,46 @@ def _spec_with_ttl(name: str, limit: str, ttl: Duration) -> ConfigurationError:
     except ConfigurationError:
         return ConfigurationError(
             "limit",
-            f"throttle {name!r}: limit must be an integer when ttl is given "
-            f"(or a rate such as '100/minute' without ttl), got {limit!r}",
+            f"throttle {shown(name)}: limit must be an integer when ttl is given "
+            f"(or a rate such as '100/minute' without ttl), got {shown(limit)}",
         )
 
     return ConfigurationError(
         "ttl",
-        f"throttle {name!r}: the rate {limit!r} already gives the window; "
-        f"do not pass ttl={ttl!r} too",
+        f"throttle {shown(name)}: the rate {shown(limit)} already gives the window; "
+        f"do not pass ttl={shown(ttl)} too",
     )
 
 
 def _check_limit(name: str, limit: object) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise ConfigurationError(
-            "limit", f"throttle {name!r}: limit must be an integer, got {limit!r}"
+            "limit",
+            f"throttle {shown(name)}: limit must be an integer, got {shown(limit)}",
         )
 
     if limit < 1:
         raise ConfigurationError(
-            "limit", f"throttle {name!r}: limit must be at least 1, got {limit}"
+            "limit",
+            f"throttle {shown(name)}: limit must be at least 1, got {shown(limit)}",
         )
 
     if limit > MAX_LIMIT:
         raise ConfigurationError(
             "limit",
             f"throttle {name!r}: limit must be at most {MAX_LIMIT:,} hits per window, "
-            f"got {limit:,}",
+            f"got {shown(limit)}",
         )
 
     return limit
 
 
-def _check_window(name: str, ttl_ms: int, field: str, shown: object) -> int:
+def _check_window(name: str, ttl_ms: int, field: str, given: object) -> int:
     if not 1 <= ttl_ms <= MAX_DURATION_MS:
         raise ConfigurationError(
             field,
-            f"throttle {name!r}: the window must be from 1 ms to 366 days, "
-            f"got {shown!r}",
+            f"throttle {shown(name)}: the window must be from 1 ms to 366 days, "
+            f"got {shown(given)}",
         )
 
     return ttl_ms

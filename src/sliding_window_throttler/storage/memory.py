@@ -35,13 +35,14 @@ from ..core.clock import Clock, MonotonicClock
 from ..core.decision import Decision, Outcome
 from ..core.rate import Throttle
 from ..core.sliding_window import judge
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, shown
 
 logger = logging.getLogger(__name__)
 
 _NO_TIMES: list[int] = []
 # Before any time a caller can pass (explicit times may be negative).
 _NEVER_BLOCKED = -(2**63)
+_NEVER_EXPIRES = 2**63
 
 
 class OverflowPolicy(StrEnum):
@@ -150,7 +151,7 @@ class MemoryStorage:
     ) -> None:
         if isinstance(max_pairs, bool) or not isinstance(max_pairs, int):
             raise ConfigurationError(
-                "max_pairs", f"max_pairs must be an integer, got {max_pairs!r}"
+                "max_pairs", f"max_pairs must be an integer, got {shown(max_pairs)}"
             )
 
         if max_pairs < 1:
@@ -163,8 +164,15 @@ class MemoryStorage:
         except ValueError:
             choices = ", ".join(p.value for p in OverflowPolicy)
             raise ConfigurationError(
-                "overflow", f"overflow must be one of {choices}, got {overflow!r}"
+                "overflow", f"overflow must be one of {choices}, got {shown(overflow)}"
             ) from None
+
+        if clock is not None and not callable(getattr(clock, "now_us", None)):
+            raise ConfigurationError(
+                "clock",
+                f"clock must have a now_us() method (such as ManualClock()), "
+                f"got {shown(clock)}",
+            )
 
         self._clock = clock if clock is not None else MonotonicClock()
         # The default clock is read inline: one call less on every hit.
@@ -180,6 +188,8 @@ class MemoryStorage:
         self._reclaimed = 0
         self._overflowing = False
         self._lru = self._policy is OverflowPolicy.EVICT_LRU
+        self._next_sweep = _NEVER_EXPIRES
+        self._no_evictions_until = _NEVER_BLOCKED
         self._clients_high = 0
 
     def hit(
@@ -435,11 +445,13 @@ class MemoryStorage:
         if client is None:
             client = self._clients[identifier] = {}
             heapq.heappush(self._due, (due, identifier))
+            self._no_evictions_until = _NEVER_BLOCKED  # a new evictable client
             if len(self._due) > 2 * len(self._clients) + 1024:
                 self._rebuild_due()
 
         client[name] = pair
         self._pairs += 1
+        self._next_sweep = min(self._next_sweep, due)
         self._clients_high = max(self._clients_high, len(self._clients))
 
     def _make_room(
@@ -450,11 +462,12 @@ class MemoryStorage:
             return True
 
         if not commit:
-            # Limitation: peek assumes an eviction would make room; it finds no
-            # room only under reject-new.
+            # Limitation: peek assumes an eviction or a sweep would make room;
+            # it finds no room only under reject-new.
             return self._policy is OverflowPolicy.EVICT_LRU
 
-        if self._policy is OverflowPolicy.EVICT_LRU:
+        self._sweep_expired_pairs(now)
+        if self._pairs + needed > self._max_pairs and self._lru:
             self._evict(identifier, needed, now)
 
         if self._pairs + needed <= self._max_pairs:
@@ -473,7 +486,58 @@ class MemoryStorage:
 
         return False
 
+    def _sweep_expired_pairs(self, now: int) -> None:
+        # Expired pairs go before any policy applies, also those of a client
+        # whose other pairs live on. A whole pass is O(pairs), so it runs only
+        # once something can have expired since the last one.
+        if now < self._next_sweep:
+            return
+
+        earliest = _NEVER_EXPIRES
+        for identifier, client in list(self._clients.items()):
+            for name, pair in list(client.items()):
+                expires = pair.expires_at()
+                if expires <= now:
+                    del client[name]
+                    self._pairs -= 1
+                    self._reclaimed += 1
+                elif expires < earliest:
+                    earliest = expires
+
+            if not client:
+                del self._clients[identifier]
+
+        self._next_sweep = earliest
+
     def _evict(self, identifier: str, needed: int, now: int) -> None:
+        if now < self._no_evictions_until:
+            return
+
+        victims: list[str] = []
+        freed = 0
+        blocks_end = _NEVER_EXPIRES
+        # Least recently used first; blocked clients and the one asking are
+        # never evicted. Nothing is evicted unless enough room can be made.
+        for candidate, client in self._clients.items():
+            if self._pairs - freed + needed <= self._max_pairs:
+                break
+
+            if candidate == identifier:
+                continue
+
+            blocked = max(p.blocked_until for p in client.values())
+            if blocked > now:
+                blocks_end = min(blocks_end, blocked)
+                continue
+
+            victims.append(candidate)
+            freed += len(client)
+
+        if self._pairs - freed + needed > self._max_pairs:
+            # Until a block ends, nothing more can be evicted: skip the scan.
+            self._no_evictions_until = blocks_end
+            return
+
         if not self._overflowing:
             self._overflowing = True
             logger.warning(
@@ -483,20 +547,10 @@ class MemoryStorage:
                 self._max_pairs,
             )
 
-        for _ in range(len(self._clients)):
-            if self._pairs + needed <= self._max_pairs:
-                return
+        for victim in victims:
+            self._pairs -= len(self._clients.pop(victim))
 
-            oldest, client = next(iter(self._clients.items()))
-            if oldest == identifier or any(
-                p.blocked_until > now for p in client.values()
-            ):
-                self._clients.move_to_end(oldest)
-                continue
-
-            del self._clients[oldest]
-            self._pairs -= len(client)
-            self._evicted += len(client)
+        self._evicted += freed
 
     def _refuse_capacity(
         self,
@@ -505,14 +559,37 @@ class MemoryStorage:
         cost: int,
         now: int,
     ) -> Decision:
-        # Room appears at the latest when the next tracked client expires.
-        wait = max(self._due[0][0] - now, 1) if self._due else 1
+        wait = max(self._room_expected_at() - now, 1)
         return Decision.from_raw(
             [
                 (t.name, t.limit, Outcome.CAPACITY, v[2], cost, wait, 0, False, False)
                 for t, v in zip(throttles, verdicts, strict=True)
             ]
         )
+
+    def _room_expected_at(self) -> int:
+        """When the first tracked pair expires or becomes evictable."""
+        at = self._next_sweep
+        if self._lru and self._no_evictions_until != _NEVER_BLOCKED:
+            at = min(at, self._no_evictions_until)
+
+        due = self._due
+        while due:
+            # Entries may be early (clients get busier): bring the head up to
+            # date so the wait is not understated.
+            scheduled, identifier = due[0]
+            client = self._clients.get(identifier)
+            if client is None:
+                heapq.heappop(due)
+                continue
+
+            expires = max((p.expires_at() for p in client.values()), default=0)
+            if expires == scheduled:
+                return min(at, expires)
+
+            heapq.heapreplace(due, (expires, identifier))
+
+        return at if at != _NEVER_EXPIRES else 0
 
     def _reclaim_due(self, now: int) -> None:
         due = self._due
@@ -577,6 +654,11 @@ class AsyncMemoryStorage:
     ) -> None:
         if storage is None:
             storage = MemoryStorage(clock=clock, max_pairs=max_pairs, overflow=overflow)
+        elif not isinstance(storage, MemoryStorage):
+            raise ConfigurationError(
+                "storage",
+                f"AsyncMemoryStorage wraps a MemoryStorage, got {shown(storage)}",
+            )
 
         self.sync = storage
 
