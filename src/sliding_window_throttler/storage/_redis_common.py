@@ -350,6 +350,14 @@ def map_redis_errors(operation: str) -> Iterator[None]:
         ) from exc
     except redis_errors.ResponseError as exc:
         raise _response_error(exc, operation) from exc
+    except redis_errors.InvalidResponse as exc:
+        # Something that does not speak Redis answered: as bad as no answer.
+        raise RedisConnectionError(
+            f"the server at the Redis address does not speak Redis ({operation}): "
+            f"{exc}",
+            outcome_unknown=False,
+            context={"backend": "redis", "operation": operation},
+        ) from exc
     except redis_errors.RedisError as exc:
         raise StorageOperationError(
             f"Redis failed {operation}: {exc}",
@@ -387,9 +395,26 @@ def _may_have_run(exc: Exception) -> bool:
     return not any(marker in text for marker in _NEVER_SENT_TEXT)
 
 
+# Error replies about the server's state, not the function: through EVALSHA
+# they carry "script:" too, and must still reach the failure strategy.
+_SERVER_STATE_ERRORS = (
+    redis_errors.OutOfMemoryError,
+    redis_errors.ReadOnlyError,
+    redis_errors.MasterDownError,
+    redis_errors.NoPermissionError,
+)
+
+
 def _response_error(exc: redis_errors.ResponseError, operation: str) -> Exception:
     message = str(exc)
     context = {"backend": "redis", "operation": operation}
+    if isinstance(exc, _SERVER_STATE_ERRORS):
+        code = getattr(exc, "status_code", None) or type(exc).__name__
+        return StorageOperationError(
+            f"Redis refused {operation} ({code}): {message}",
+            context={**context, "redis_error": code},
+        )
+
     if message.startswith("SWT ") or "user_script" in message or "script:" in message:
         return RedisFunctionError(
             f"the decision function failed {operation}: {message}",
@@ -403,7 +428,12 @@ def _response_error(exc: redis_errors.ResponseError, operation: str) -> Exceptio
 
 
 def _is_unknown_command(exc: redis_errors.ResponseError) -> bool:
-    return str(exc).lower().startswith("unknown command")
+    message = str(exc).lower()
+    if isinstance(exc, redis_errors.NoPermissionError):
+        # An ACL that forbids functions may still allow scripts.
+        return "fcall" in message or "function" in message
+
+    return message.startswith("unknown command")
 
 
 def _is_function_missing(exc: redis_errors.ResponseError) -> bool:
@@ -566,16 +596,16 @@ class RedisCore:
                     # without persistence, FUNCTION FLUSH, a failover to a
                     # server without the library): after loading, the same
                     # call cannot count the hit twice.
-                    yield from self._load(keys[0])
-                    return (yield from self._call_loaded(fcall))
-
-                if not _is_unknown_command(exc):
+                    if (yield from self._load(keys[0])):
+                        return (yield from self._call_loaded(fcall))
+                elif not _is_unknown_command(exc):
                     raise
 
                 self.functions = False
                 logger.warning(
-                    "Redis has no FCALL (before 7.0): running the throttle "
-                    "library through EVALSHA from now on"
+                    "Redis has no FCALL (before 7.0) or the ACL forbids "
+                    "functions: running the throttle library through EVALSHA "
+                    "from now on"
                 )
 
         evalsha = ("EVALSHA", entry.sha, len(keys), *keys, *args)
@@ -600,10 +630,13 @@ class RedisCore:
                 context={"backend": "redis", "library": LIBRARY.name},
             ) from exc
 
-    def _load(self, key: str) -> Plan[None]:
+    def _load(self, key: str) -> Plan[bool]:
+        """Load the library; False when the ACL forbids it (scripts may work)."""
         load = ("FUNCTION", "LOAD", "REPLACE", LIBRARY.source)
         try:
             yield Command(load, key)
+        except redis_errors.NoPermissionError:
+            return False
         except redis_errors.ResponseError as exc:
             raise RedisFunctionError(
                 f"loading the Lua library {LIBRARY.name} failed: {exc}",
@@ -612,6 +645,7 @@ class RedisCore:
             ) from exc
 
         logger.info("loaded the Lua library %s into Redis", LIBRARY.name)
+        return True
 
 
 def _check_identifier(identifier: object) -> None:
