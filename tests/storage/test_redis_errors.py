@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from sliding_window_throttler import (
+    ConfigurationError,
     StorageOperationError,
     Throttle,
     Throttler,
 )
-from sliding_window_throttler.storage import RedisStorage
+from sliding_window_throttler.storage import AsyncRedisStorage, RedisStorage
 
 from redis_servers import RedisServer
 
@@ -82,3 +83,20 @@ def test_an_acl_without_functions_falls_back_to_scripts(
     assert allowed == [True, True, True, False]
     assert storage._core.functions is False
     storage.close()
+
+
+@pytest.mark.parametrize("url", ["foo://x", "redis://127.0.0.1:99999/0"])
+def test_a_malformed_url_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        RedisStorage.from_url(url)
+
+    assert caught.value.field == "url"
+
+
+@pytest.mark.parametrize("face", [RedisStorage, AsyncRedisStorage])
+def test_a_url_passed_as_the_client_is_refused_at_construction(face: type) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        face("redis://127.0.0.1:6379/0")
+
+    assert caught.value.field == "client"
+    assert "from_url" in str(caught.value)

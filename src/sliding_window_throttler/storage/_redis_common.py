@@ -31,6 +31,7 @@ from ..errors import (
     StorageOperationError,
     StorageTimeoutError,
     ThrottlerError,
+    shown,
 )
 
 try:
@@ -270,11 +271,19 @@ class ClientKit:
     ) -> Any:
         """A client for ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://``."""
         plain = cluster_url(url)
-        with map_redis_errors("connect"):
-            if plain is not None:
-                return self.cluster.from_url(plain, **self._options(timeouts, options))
+        try:
+            with map_redis_errors("connect"):
+                if plain is not None:
+                    settings = self._options(timeouts, options)
+                    return self.cluster.from_url(plain, **settings)
 
-            return self.redis.from_url(url, **self._options(timeouts, options))
+                return self.redis.from_url(url, **self._options(timeouts, options))
+        except ValueError as exc:  # redis-py's word for a malformed URL
+            raise ConfigurationError(
+                "url",
+                f"not a Redis URL ({exc}); write redis://[:password@]host[:port][/db],"
+                " rediss://..., unix:///path or redis+cluster://host:port",
+            ) from exc
 
     def from_cluster(
         self,
@@ -573,7 +582,12 @@ class RedisCore:
                 if isinstance(reply, int):
                     return
 
-                listed = reply.decode() if isinstance(reply, bytes) else str(reply)
+                # Names are ASCII; bytes that are not can only name no ring.
+                listed = (
+                    reply.decode("utf-8", "replace")
+                    if isinstance(reply, bytes)
+                    else str(reply)
+                )
                 rings = [ring_key(keys[0], name) for name in listed.split()]
 
         raise StorageOperationError(
@@ -646,6 +660,16 @@ class RedisCore:
 
         logger.info("loaded the Lua library %s into Redis", LIBRARY.name)
         return True
+
+
+def check_client(client: object) -> None:
+    """Refuse what is not a redis-py client (a URL string, say)."""
+    if not callable(getattr(client, "execute_command", None)):
+        raise ConfigurationError(
+            "client",
+            "a Redis storage takes a redis-py client; for a URL use "
+            f"from_url(...), got {shown(client)}",
+        )
 
 
 def _check_identifier(identifier: object) -> None:

@@ -25,6 +25,7 @@ from ._redis_common import (
     Plan,
     RedisCore,
     T,
+    check_client,
     client_timeouts,
 )
 
@@ -69,6 +70,7 @@ class RedisStorage:
         enable_redis_functions: bool = True,
         max_log_size: int = DEFAULT_MAX_LOG_SIZE,
     ) -> None:
+        check_client(client)
         core = RedisCore(
             prefix=prefix,
             enable_redis_functions=enable_redis_functions,
