@@ -227,3 +227,132 @@ def test_four_processes_never_admit_more_than_the_limit_in_any_window(
     assert _most_in_any_window(times, S) == HAMMER_LIMIT
     assert HAMMER_LIMIT * 4 <= len(times) <= HAMMER_LIMIT * (HAMMER_SECONDS + 1)
     assert attempts > 4 * len(times)
+
+
+# Deadlines: one to get a connection ready, one per command.
+
+
+def test_async_defaults_leave_socket_timeouts_to_the_storage(
+    redis_server: RedisServer,
+) -> None:
+    async def run() -> dict[str, Any]:
+        async with AsyncRedisStorage.from_url(redis_server.url) as storage:
+            return dict(storage.client.connection_pool.connection_kwargs)
+
+    kwargs = asyncio.run(run())
+
+    assert kwargs["socket_timeout"] is None
+    assert kwargs["socket_connect_timeout"] == 0.5
+    assert kwargs["retry"].get_retries() == 0
+
+
+def test_many_tasks_connecting_at_once_all_get_decisions(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    throttle = Throttle("api", 1_000, 60)
+
+    async def run() -> list[bool]:
+        async with AsyncRedisStorage.from_url(
+            redis_server.url, prefix=prefix
+        ) as storage:
+            decisions = await asyncio.gather(
+                *(storage.hit(f"client-{i}", [throttle], 1) for i in range(100))
+            )
+            return [decision.allowed for decision in decisions]
+
+    assert asyncio.run(run()) == [True] * 100
+
+
+def test_a_connection_that_never_gets_ready_fails_with_the_outcome_known(
+    fresh_redis_server: RedisServer,
+) -> None:
+    throttle = Throttle("api", 5, 60)
+
+    async def run() -> tuple[StorageTimeoutError, float]:
+        async with AsyncRedisStorage.from_url(
+            fresh_redis_server.url, socket_connect_timeout=0.2, socket_timeout=0.1
+        ) as storage:
+            fresh_redis_server.pause()  # connects, then never answers HELLO
+            try:
+                began = time.monotonic()
+                with pytest.raises(StorageTimeoutError) as caught:
+                    await storage.hit("alice", [throttle], 1)
+                waited = time.monotonic() - began
+            finally:
+                fresh_redis_server.resume()
+
+            assert (await storage.hit("alice", [throttle], 1)).allowed
+            return caught.value, waited
+
+    error, waited = asyncio.run(run())
+
+    assert not error.outcome_unknown
+    assert "connecting" in str(error)
+    assert 0.15 < waited < 1.0
+
+
+def test_a_cut_command_leaves_no_reply_for_the_next_one(
+    fresh_redis_server: RedisServer,
+) -> None:
+    throttle = Throttle("api", 5, 60)
+
+    async def run() -> list[int]:
+        async with AsyncRedisStorage.from_url(
+            fresh_redis_server.url, socket_timeout=0.1
+        ) as storage:
+            await storage.hit("alice", [throttle], 1)
+            fresh_redis_server.pause()
+            try:
+                with pytest.raises(StorageTimeoutError) as caught:
+                    await storage.hit("bob", [throttle], 1)
+            finally:
+                fresh_redis_server.resume()
+
+            assert caught.value.outcome_unknown
+            await asyncio.sleep(0.05)  # the late reply of bob's hit arrives
+            decisions = [await storage.peek("alice", [throttle], 0) for _ in range(3)]
+            return [d.records[0].total_hits for d in decisions]
+
+    assert asyncio.run(run()) == [1, 1, 1]
+
+
+def test_a_hit_cancelled_by_its_caller_stays_cancelled(
+    fresh_redis_server: RedisServer,
+) -> None:
+    throttle = Throttle("api", 5, 60)
+
+    async def run() -> bool:
+        async with AsyncRedisStorage.from_url(
+            fresh_redis_server.url, socket_timeout=5.0
+        ) as storage:
+            await storage.hit("alice", [throttle], 1)
+            fresh_redis_server.pause()
+            try:
+                task = asyncio.ensure_future(storage.hit("alice", [throttle], 1))
+                await asyncio.sleep(0.05)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            finally:
+                fresh_redis_server.resume()
+
+            return (await storage.hit("bob", [throttle], 1)).allowed
+
+    assert asyncio.run(run())
+
+
+def test_a_deadline_never_cancels_what_runs_after_it(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    throttle = Throttle("api", 1_000, 60)
+
+    async def run() -> None:
+        async with AsyncRedisStorage.from_url(
+            redis_server.url, prefix=prefix, socket_timeout=0.05
+        ) as storage:
+            for _ in range(5):
+                await storage.hit("alice", [throttle], 1)
+            # Well past every deadline of the hits above.
+            await asyncio.sleep(0.2)
+
+    asyncio.run(run())

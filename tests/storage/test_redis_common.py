@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 from collections.abc import Callable
+from importlib import resources
 from typing import Any
 
 import pytest
@@ -33,6 +34,7 @@ from sliding_window_throttler.storage._redis_common import (
     decide_args,
     identifier_tag,
     index_key,
+    load_library,
     map_redis_errors,
     parse_decision,
     ring_key,
@@ -80,6 +82,12 @@ def test_identifier_tag_is_a_fixed_length_lowercase_base32_digest() -> None:
     assert len(tags) == 3
     assert {len(tag) for tag in tags} == {26}
     assert all(tag.isalnum() and tag == tag.lower() for tag in tags)
+
+
+def test_identifier_tag_is_the_hex_of_the_first_13_bytes_of_sha256() -> None:
+    digest = hashlib.sha256("älice".encode()).digest()
+
+    assert identifier_tag("älice") == digest[:13].hex()
 
 
 def test_identifier_tag_is_the_sha256_prefix_of_the_utf8_text() -> None:
@@ -211,8 +219,7 @@ def test_cluster_urls_are_recognised_by_their_scheme(
 def test_the_eval_body_is_the_library_without_shebang_and_registration() -> None:
     body = LIBRARY.decide.body
 
-    assert LIBRARY.name == "swt_v1"
-    assert LIBRARY.source.startswith("#!lua name=swt_v1\n")
+    assert LIBRARY.source.startswith(f"#!lua name={LIBRARY.name}\n")
     assert not body.startswith("#!")
     assert "register_function" not in body.split("-- Registration")[0]
     assert "redis.register_function(" not in body
@@ -220,9 +227,47 @@ def test_the_eval_body_is_the_library_without_shebang_and_registration() -> None
     assert LIBRARY.reset.body.endswith("\nreturn reset(KEYS, ARGV)\n")
     assert LIBRARY.decide.sha == hashlib.sha1(body.encode()).hexdigest()
     assert (LIBRARY.decide.function, LIBRARY.reset.function) == (
-        "swt_v1_decide",
-        "swt_v1_reset",
+        f"{LIBRARY.name}_decide",
+        f"{LIBRARY.name}_reset",
     )
+
+
+def lua_file() -> str:
+    return (
+        resources.files("sliding_window_throttler.storage")
+        .joinpath("lua/throttle.lua")
+        .read_text()
+    )
+
+
+def test_the_library_is_named_after_a_digest_of_the_lua_file() -> None:
+    text = lua_file()
+    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+
+    assert LIBRARY.name == f"swt_{digest}"
+    assert LIBRARY.source.splitlines()[1:-2] == text.splitlines()[1:-2]
+    assert LIBRARY.source.splitlines()[-2:] == [
+        f"redis.register_function('swt_{digest}_decide', decide)",
+        f"redis.register_function('swt_{digest}_reset', reset)",
+    ]
+
+
+def test_any_change_to_the_lua_file_makes_a_new_library() -> None:
+    text = lua_file()
+    changed = text.replace("local HEADER = 29", "local HEADER = 29 ")
+
+    library = load_library(changed)
+
+    assert changed != text
+    assert library.name != LIBRARY.name
+    assert library.decide.function != LIBRARY.decide.function
+    assert library.decide.sha != LIBRARY.decide.sha
+    assert load_library(text) == LIBRARY
+
+
+def test_a_lua_file_registering_other_names_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="register"):
+        load_library(lua_file().replace("'swt_reset'", "'other_reset'"))
 
 
 def test_the_lua_file_states_its_units_at_the_top() -> None:
@@ -305,12 +350,19 @@ def test_a_hit_is_one_fcall_naming_every_key() -> None:
     assert result[0].allowed
     [command] = commands
     index = index_key("throttle", "u")
-    assert command.args[:5] == ("FCALL", "swt_v1_decide", 2, index, f"{index}:api")
+    assert command.args[:5] == (
+        "FCALL",
+        LIBRARY.decide.function,
+        2,
+        index,
+        f"{index}:api",
+    )
     assert command.key == index
 
 
 def test_a_missing_function_is_loaded_on_the_keys_node_and_the_hit_sent_again() -> None:
-    replies: list[Any] = [redis_errors.ResponseError("Function not found"), "swt_v1"]
+    replies: list[Any] = [redis_errors.ResponseError("Function not found")]
+    replies.append(LIBRARY.name)
     replies.append(ADMIT_REPLY)
 
     def answer(command: Command) -> Any:
@@ -334,7 +386,7 @@ def test_a_function_still_missing_after_loading_is_a_load_failure() -> None:
     def answer(command: Command) -> Any:
         if command.args[0] == "FCALL":
             raise redis_errors.ResponseError("Function not found")
-        return "swt_v1"
+        return LIBRARY.name
 
     with pytest.raises(RedisFunctionError) as caught:
         drive(RedisCore().decide("u", [API], 1, None, record=True), answer)
@@ -342,16 +394,27 @@ def test_a_function_still_missing_after_loading_is_a_load_failure() -> None:
     assert caught.value.kind == "load_failed"
 
 
-def test_a_refused_function_load_is_a_load_failure() -> None:
+def test_a_refused_function_load_falls_back_to_scripts_then_reports_nopermission() -> (
+    None
+):
     def answer(command: Command) -> Any:
         if command.args[0] == "FCALL":
             raise redis_errors.ResponseError("Function not found")
         raise redis_errors.NoPermissionError("NOPERM this user has no permissions")
 
-    with pytest.raises(RedisFunctionError) as caught:
-        drive(RedisCore().decide("u", [API], 1, None, record=True), answer)
+    core = RedisCore()
+    commands: list[str] = []
 
-    assert caught.value.kind == "load_failed"
+    def recording(command: Command) -> Any:
+        commands.append(command.args[0])
+        return answer(command)
+
+    with pytest.raises(StorageOperationError) as caught:
+        drive(core.decide("u", [API], 1, None, record=True), recording)
+
+    assert commands == ["FCALL", "FUNCTION", "EVALSHA"]
+    assert core.functions is False
+    assert "NOPERM" in caught.value.message
     assert isinstance(caught.value.__cause__, redis_errors.NoPermissionError)
 
 
@@ -399,6 +462,118 @@ def test_other_error_replies_are_not_retried() -> None:
     assert caught.value.kind == "execution_failed"
 
 
+# The fast path: one command, and a plan only when it fails
+
+
+def test_the_fast_command_is_the_plans_first_command() -> None:
+    core = RedisCore()
+
+    command = core.decide_command("u", (API, BURST), 2, 5, record=False)
+    _, commands = drive(
+        core.decide("u", [API, BURST], 2, 5, record=False),
+        lambda c: decide_reply((0, 0, 0, 0, 0, 0), (0, 0, 0, 0, 0, 0)),
+    )
+
+    assert command == commands[0].args
+    assert command[:3] == ("FCALL", LIBRARY.decide.function, 3)
+    assert command[3:] == (
+        *core.keys_for("u", [API, BURST]),
+        *decide_args("peek", 5, 2, [API, BURST]),
+    )
+
+
+def test_the_fast_command_takes_lists_and_tuples_alike() -> None:
+    core = RedisCore()
+
+    assert core.decide_command("u", [API], 1, None, record=True) == (
+        core.decide_command("u", (API,), 1, None, record=True)
+    )
+
+
+def test_throttles_met_per_request_do_not_pile_up() -> None:
+    core = RedisCore()
+
+    for limit in range(1, 3_000):
+        core.decide_command("u", (Throttle("t", limit, 1),), 1, None, record=True)
+
+    assert len(core._prepared) <= 1_024
+
+
+def test_after_the_switch_the_fast_command_is_evalsha() -> None:
+    core = RedisCore()
+    core.functions = False
+
+    command = core.decide_command("u", (API,), 1, None, record=True)
+
+    assert command[:3] == ("EVALSHA", LIBRARY.decide.sha, 2)
+
+
+def failing_then(error: Exception, *replies: Any) -> Callable[[Command], Any]:
+    queue = list(replies)
+
+    def answer(command: Command) -> Any:
+        reply = queue.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    return answer
+
+
+def test_a_failed_fast_call_resumes_by_loading_and_sending_it_again() -> None:
+    core = RedisCore()
+    command = core.decide_command("u", (API,), 1, None, record=True)
+    missing = redis_errors.ResponseError("Function not found")
+
+    reply, commands = drive(
+        core.resume(command, missing, record=True),
+        failing_then(missing, LIBRARY.name, ADMIT_REPLY),
+    )
+
+    assert reply == ADMIT_REPLY
+    assert [c.args[0] for c in commands] == ["FUNCTION", "FCALL"]
+    assert commands[1].args == command
+
+
+def test_a_fast_evalsha_without_the_script_resumes_with_eval() -> None:
+    core = RedisCore(enable_redis_functions=False)
+    command = core.decide_command("u", (API,), 1, None, record=True)
+    missing = redis_errors.NoScriptError("No matching script")
+
+    reply, commands = drive(
+        core.resume(command, missing, record=True), failing_then(missing, 42)
+    )
+
+    assert reply == 42
+    assert [c.args for c in commands] == [("EVAL", LIBRARY.decide.body, *command[2:])]
+
+
+def test_a_fast_call_that_timed_out_is_not_sent_again() -> None:
+    core = RedisCore()
+    command = core.decide_command("u", (API,), 1, None, record=True)
+    timeout = redis_errors.TimeoutError("Timeout reading from socket")
+
+    with pytest.raises(StorageTimeoutError) as caught:
+        drive(core.resume(command, timeout, record=True), failing_then(timeout))
+
+    assert caught.value.outcome_unknown
+    assert caught.value.context["operation"] == "hit"
+
+
+def test_a_fast_fcall_on_a_server_without_functions_switches_to_evalsha() -> None:
+    core = RedisCore()
+    command = core.decide_command("u", (API,), 1, None, record=False)
+    unknown = redis_errors.ResponseError("unknown command 'FCALL'")
+
+    reply, commands = drive(
+        core.resume(command, unknown, record=False), failing_then(unknown, 7)
+    )
+
+    assert reply == 7
+    assert not core.functions
+    assert [c.args[:2] for c in commands] == [("EVALSHA", LIBRARY.decide.sha)]
+
+
 # Reset plans
 
 
@@ -420,7 +595,7 @@ def test_reset_of_everything_follows_the_index_until_it_is_complete() -> None:
         (index, f"{index}:api"),
         (index, f"{index}:api", f"{index}:burst"),
     ]
-    assert {c.args[1] for c in commands} == {"swt_v1_reset"}
+    assert {c.args[1] for c in commands} == {LIBRARY.reset.function}
 
 
 def test_reset_gives_up_if_the_index_never_settles() -> None:

@@ -7,11 +7,14 @@ plans: generators that yield the ``Command`` to run next and receive its reply
 not found" handling, the switch to ``EVALSHA`` on servers without functions)
 and the translation of redis-py errors exist once; ``redis.py`` and
 ``redis_async.py`` only drive plans, one with ``await``.
+
+A decision takes a shorter road: ``RedisCore.decide_command`` checks the call
+and builds its one command, the storage sends it, and only an exception hands
+over to a plan (``RedisCore.resume``), which picks up from that failed send.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import re
@@ -53,12 +56,19 @@ Plan = Generator["Command", Any, T]
 DEFAULT_PREFIX = "throttle"
 DEFAULT_MAX_LOG_SIZE = 10_000
 DEFAULT_CONNECT_TIMEOUT = 0.05
+DEFAULT_ASYNC_CONNECT_TIMEOUT = 0.5
+"""Seconds an asyncio storage may take to get a connection ready, handshake
+included: one event loop opening 50 connections at once needs some 50 ms on an
+idle machine, and several times that on a busy one. A server that is down
+still fails at once (connection refused)."""
 DEFAULT_COMMAND_TIMEOUT = 0.1
 MAX_TIME_US = 2**52
 """Times and costs beyond this would lose precision as Lua doubles."""
 
 SLOT_BYTES = 6
 """Bytes per admitted hit in a ring (see the header of ``lua/throttle.lua``)."""
+TAG_LENGTH = 26
+"""Hex digits of an identifier's digest in its keys."""
 
 _PREFIX_PATTERN = re.compile(r"[!-z|~]{1,128}")
 """Printable ASCII without ``{`` and ``}``, which would move the hash tag."""
@@ -106,29 +116,57 @@ class LuaLibrary:
     """The Lua source file and the entry points built from it."""
 
     name: str
+    """``swt_`` and 8 hex digits of the SHA-1 of the file: changed code is a
+    new library, never an old one replaced (or not) under the same name."""
     source: str
+    """The text given to ``FUNCTION LOAD``: the file under ``name``."""
     decide: LuaEntry
     reset: LuaEntry
 
 
-def load_library() -> LuaLibrary:
-    """Read ``lua/throttle.lua`` and build its function and script forms."""
-    source = resources.files(__package__).joinpath("lua/throttle.lua").read_text()
-    shebang, _, rest = source.partition("\n")
-    name_match = re.fullmatch(r"#!lua name=(\w+)", shebang)
+_SHEBANG = re.compile(r"#!lua name=(\w+)")
+_REGISTRATION = re.compile(r"redis\.register_function\('(\w+)', (\w+)\)")
+
+
+def load_library(text: str | None = None) -> LuaLibrary:
+    """
+    Read ``lua/throttle.lua`` (or ``text``) and build its function and script
+    forms, named after a digest of the text.
+
+    The file registers its functions as ``<prefix>_<entry>`` under the library
+    ``<prefix>``; both become ``<prefix>_<digest>``, so no server that has
+    loaded other code under that name keeps running it (``FUNCTION LOAD``
+    never replaces a library it has unless told to, and then only on one node).
+    """
+    if text is None:
+        text = resources.files(__package__).joinpath("lua/throttle.lua").read_text()
+
+    shebang, _, rest = text.partition("\n")
+    name_match = _SHEBANG.fullmatch(shebang)
     body, marker, registration = rest.partition("\nredis.register_function(")
-    functions = dict(
-        re.findall(r"redis\.register_function\('(\w+)', (\w+)\)", marker + registration)
-    )
-    if name_match is None or not marker or len(functions) != 2:
+    entries = {
+        entry: function
+        for function, entry in _REGISTRATION.findall(marker + registration)
+    }
+    if name_match is None or not marker or set(entries) != {"decide", "reset"}:
         raise RuntimeError("lua/throttle.lua lost its shebang or registration block")
 
-    entries = {entry: function for function, entry in functions.items()}
+    prefix = name_match.group(1)
+    name = f"{prefix}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    if any(function != f"{prefix}_{entry}" for entry, function in entries.items()):
+        raise RuntimeError(f"lua/throttle.lua must register {prefix}_<entry>")
+
+    registration = _REGISTRATION.sub(
+        lambda found: (
+            f"redis.register_function('{name}_{found.group(2)}', {found.group(2)})"
+        ),
+        marker + registration,
+    )
     return LuaLibrary(
-        name_match.group(1),
-        source,
-        _entry(entries["decide"], body, "decide"),
-        _entry(entries["reset"], body, "reset"),
+        name,
+        f"#!lua name={name}\n{body}{registration}",
+        _entry(f"{name}_decide", body, "decide"),
+        _entry(f"{name}_reset", body, "reset"),
     )
 
 
@@ -144,12 +182,14 @@ def identifier_tag(identifier: str) -> str:
     """
     The fixed-length digest of an identifier used as its Cluster hash tag.
 
-    The first 16 bytes of SHA-256 of the UTF-8 text, in lowercase base32 (26
-    characters): nothing a client sends can move its slot or reach another
-    client's keys.
+    The first 13 bytes of SHA-256 of the UTF-8 text, in hex (26 characters,
+    104 bits): nothing a client sends can move its slot or reach another
+    client's keys, and finding a second identifier with the tag of a given one
+    takes some 2^104 hashes.
     """
-    digest = hashlib.sha256(identifier.encode("utf-8", "surrogatepass")).digest()
-    return base64.b32encode(digest[:16]).decode("ascii").rstrip("=").lower()
+    return hashlib.sha256(identifier.encode("utf-8", "surrogatepass")).hexdigest()[
+        :TAG_LENGTH
+    ]
 
 
 def index_key(prefix: str, identifier: str) -> str:
@@ -193,7 +233,26 @@ def parse_decision(
             context={"backend": "redis"},
         )
 
-    raw: list[RawRecord] = []
+    if len(throttles) == 1:
+        # Most hits carry one throttle: no loop, no slicing.
+        throttle = throttles[0]
+        at, outcome, in_window, wait_us, expires_in_us, recorded, blocked = reply
+        raw: list[RawRecord] = [
+            (
+                throttle.name,
+                throttle.limit,
+                _OUTCOMES[outcome],
+                in_window,
+                cost,
+                wait_us,
+                expires_in_us,
+                recorded == 1,
+                blocked == 1,
+            )
+        ]
+        return Decision.from_raw(raw), int(at)
+
+    raw = []
     for i, throttle in enumerate(throttles):
         at = 1 + _FIELDS * i
         outcome, in_window, wait_us, expires_in_us, recorded, blocked = reply[
@@ -313,15 +372,19 @@ class ClientKit:
         timeouts: Mapping[str, Any],
         sentinel_options: Mapping[str, Any] | None,
         options: Mapping[str, Any],
+        master_timeouts: Mapping[str, Any] | None = None,
     ) -> tuple[Any, list[Any]]:
-        """The master client of ``service_name``, and every client to close."""
+        """
+        The master client of ``service_name``, and every client to close.
+        The sentinels get ``timeouts``; the master ``master_timeouts`` if given.
+        """
         if not sentinels:
             raise ConfigurationError("sentinels", "give at least one (host, port)")
 
         sentinel = self.sentinel(
             list(sentinels),
             sentinel_kwargs={**timeouts, **(sentinel_options or {})},
-            **self._options(timeouts, options),
+            **self._options(master_timeouts or timeouts, options),
         )
         client = sentinel.master_for(service_name)
         return client, [client, *sentinel.sentinels]
@@ -462,7 +525,7 @@ class RedisCore:
         max_log_size: The highest limit a throttle may have here.
     """
 
-    __slots__ = ("_checked", "functions", "max_log_size", "prefix")
+    __slots__ = ("_checked", "_prepared", "functions", "max_log_size", "prefix")
 
     def __init__(
         self,
@@ -501,6 +564,7 @@ class RedisCore:
         self.functions = enable_redis_functions
         self.max_log_size = max_log_size
         self._checked: set[Throttle] = set()
+        self._prepared: dict[tuple[Throttle, ...], _Prepared] = {}
 
     def check_throttle(self, throttle: Throttle) -> None:
         """
@@ -540,6 +604,74 @@ class RedisCore:
         index = index_key(self.prefix, identifier)
         return [index, *(ring_key(index, t.name) for t in throttles)]
 
+    def decide_command(
+        self,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_us: int | None,
+        *,
+        record: bool,
+    ) -> tuple[Any, ...]:
+        """
+        Check a ``hit`` (``record=True``) or ``peek`` and return the one
+        command that decides it: ``FCALL``, or ``EVALSHA`` once the server
+        has shown it runs no functions. Send it; on an exception, run
+        ``resume``.
+
+        Raises:
+            KeyGenerationError: for an empty identifier.
+            ConfigurationError: for bad throttles, cost or time.
+        """
+        if type(identifier) is not str or not identifier:
+            _check_identifier(identifier)
+
+        key = throttles if type(throttles) is tuple else tuple(throttles)
+        try:
+            prepared = self._prepared.get(key)
+        except TypeError:  # an unhashable item, which _prepare refuses
+            prepared = None
+
+        if prepared is None:
+            prepared = self._prepare(key)
+
+        if (
+            type(cost) is not int
+            or not 0 <= cost <= MAX_TIME_US
+            or (now_us is not None and type(now_us) is not int)
+            or (now_us is not None and not -MAX_TIME_US <= now_us <= MAX_TIME_US)
+        ):
+            _check_call(throttles, cost, now_us)
+
+        index = f"{self.prefix}:{{{identifier_tag(identifier)}}}"
+        entry = prepared.fcall if self.functions else prepared.evalsha
+        mode = "hit" if record else "peek"
+        now = "" if now_us is None else now_us
+        if len(prepared.suffixes) == 1:
+            ring = index + prepared.suffixes[0]
+            return (*entry, index, ring, mode, now, cost, *prepared.args)
+
+        rings = [index + suffix for suffix in prepared.suffixes]
+        return (*entry, index, *rings, mode, now, cost, *prepared.args)
+
+    def resume(
+        self, command: tuple[Any, ...], error: Exception, *, record: bool
+    ) -> Plan[Any]:
+        """
+        The plan that takes over when sending ``command`` (from
+        ``decide_command``) raised ``error``: it loads the library and sends
+        the call again when the error proves it never ran, and maps the error
+        otherwise. Returns the reply.
+        """
+        count = command[2]
+        keys, args = command[3 : 3 + count], command[3 + count :]
+        with map_redis_errors("hit" if record else "peek"):
+            return (
+                yield from self._call(
+                    LIBRARY.decide, keys, args, (command[0] == "FCALL", error)
+                )
+            )
+
     def decide(
         self,
         identifier: str,
@@ -549,20 +681,35 @@ class RedisCore:
         *,
         record: bool,
     ) -> Plan[tuple[Decision, int]]:
-        """The plan of ``hit`` (``record=True``) or ``peek``."""
-        operation = "hit" if record else "peek"
-        _check_identifier(identifier)
-        for throttle in throttles:
-            self.check_throttle(throttle)
-
-        _check_call(throttles, cost, now_us)
-
-        keys = self.keys_for(identifier, throttles)
-        args = decide_args(operation, now_us, cost, throttles)
-        with map_redis_errors(operation):
+        """The plan of ``hit`` (``record=True``) or ``peek``, all of it."""
+        command = self.decide_command(
+            identifier, throttles, cost, now_us, record=record
+        )
+        count = command[2]
+        keys, args = command[3 : 3 + count], command[3 + count :]
+        with map_redis_errors("hit" if record else "peek"):
             reply = yield from self._call(LIBRARY.decide, keys, args)
 
         return parse_decision(reply, throttles, cost)
+
+    def _prepare(self, throttles: tuple[Throttle, ...]) -> _Prepared:
+        """Check throttles met for the first time and keep their arguments."""
+        for throttle in throttles:
+            self.check_throttle(throttle)
+
+        _check_throttle_set(throttles)
+        count = len(throttles) + 1
+        prepared = _Prepared(
+            ("FCALL", LIBRARY.decide.function, count),
+            ("EVALSHA", LIBRARY.decide.sha, count),
+            tuple(f":{t.name}" for t in throttles),
+            tuple(decide_args("hit", None, 0, throttles)[3:]),
+        )
+        if len(self._prepared) >= _CHECKED_MAX:
+            self._prepared.clear()  # throttles made per request must not pile up
+
+        self._prepared[throttles] = prepared
+        return prepared
 
     def reset(self, identifier: str, throttles: Sequence[Throttle]) -> Plan[None]:
         """The plan of ``reset``: delete the identifier's keys (all, or some)."""
@@ -597,13 +744,20 @@ class RedisCore:
         )
 
     def _call(
-        self, entry: LuaEntry, keys: Sequence[str], args: Sequence[str | int]
+        self,
+        entry: LuaEntry,
+        keys: Sequence[str],
+        args: Sequence[str | int],
+        sent: tuple[bool, Exception] | None = None,
     ) -> Plan[Any]:
-        """Run an entry point: ``FCALL`` if possible, else ``EVALSHA``."""
-        if self.functions:
+        """
+        Run an entry point: ``FCALL`` if possible, else ``EVALSHA``. ``sent``:
+        the first call went out already (``FCALL`` or not) and raised this.
+        """
+        if self.functions if sent is None else sent[0]:
             fcall = Command(("FCALL", entry.function, len(keys), *keys, *args), keys[0])
             try:
-                return (yield fcall)
+                return (yield from _send(fcall, sent))
             except redis_errors.ResponseError as exc:
                 if _is_function_missing(exc):
                     # The error comes before the function runs (a restart
@@ -624,6 +778,9 @@ class RedisCore:
 
         evalsha = ("EVALSHA", entry.sha, len(keys), *keys, *args)
         try:
+            if sent is not None and not sent[0]:
+                return (yield from _send(Command(evalsha, keys[0]), sent))
+
             return (yield Command(evalsha, keys[0]))
         except redis_errors.NoScriptError:
             # As above, NOSCRIPT comes before the script runs; EVAL caches it
@@ -662,6 +819,26 @@ class RedisCore:
         return True
 
 
+def _send(command: Command, sent: tuple[bool, Exception] | None) -> Plan[Any]:
+    """Yield ``command``, or raise what it raised when it was sent already."""
+    if sent is not None:
+        raise sent[1]
+
+    return (yield command)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What the command of a hit on one list of throttles always holds."""
+
+    fcall: tuple[str, str, int]
+    evalsha: tuple[str, str, int]
+    suffixes: tuple[str, ...]
+    """``:name`` of each ring key, after the index key."""
+    args: tuple[str | int, ...]
+    """Name, limit, ttl_ms and block_ms of each throttle."""
+
+
 def check_client(client: object) -> None:
     """Refuse what is not a redis-py client (a URL string, say)."""
     if not callable(getattr(client, "execute_command", None)):
@@ -680,7 +857,7 @@ def _check_identifier(identifier: object) -> None:
         )
 
 
-def _check_call(throttles: Sequence[Throttle], cost: int, now_us: int | None) -> None:
+def _check_throttle_set(throttles: Sequence[Throttle]) -> None:
     if not throttles:
         raise ConfigurationError("throttles", "a hit needs at least one Throttle")
 
@@ -688,6 +865,10 @@ def _check_call(throttles: Sequence[Throttle], cost: int, now_us: int | None) ->
         raise ConfigurationError(
             "throttles", "throttle names must be distinct within one hit"
         )
+
+
+def _check_call(throttles: Sequence[Throttle], cost: int, now_us: int | None) -> None:
+    _check_throttle_set(throttles)
 
     if (
         isinstance(cost, bool)

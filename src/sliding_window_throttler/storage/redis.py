@@ -21,12 +21,12 @@ from ._redis_common import (
     DEFAULT_MAX_LOG_SIZE,
     DEFAULT_PREFIX,
     ClientKit,
-    Command,
     Plan,
     RedisCore,
     T,
     check_client,
     client_timeouts,
+    parse_decision,
 )
 
 # isort: split
@@ -210,7 +210,10 @@ class RedisStorage:
         now_us: int | None = None,
     ) -> Decision:
         """Decide a hit and record it in every throttle, or in none."""
-        return self.decide(identifier, throttles, cost, now_us)[0]
+        command = self._core.decide_command(
+            identifier, throttles, cost, now_us, record=True
+        )
+        return parse_decision(self._send(command, True), throttles, cost)[0]
 
     def peek(
         self,
@@ -220,7 +223,10 @@ class RedisStorage:
         now_us: int | None = None,
     ) -> Decision:
         """Return what ``hit`` would decide, changing nothing."""
-        return self.decide(identifier, throttles, cost, now_us, record=False)[0]
+        command = self._core.decide_command(
+            identifier, throttles, cost, now_us, record=False
+        )
+        return parse_decision(self._send(command, False), throttles, cost)[0]
 
     def decide(
         self,
@@ -245,8 +251,10 @@ class RedisStorage:
             KeyGenerationError: for an empty identifier.
             StorageError: when Redis fails (see ``errors``).
         """
-        plan = self._core.decide(identifier, throttles, cost, now_us, record=record)
-        return self._run(plan)
+        command = self._core.decide_command(
+            identifier, throttles, cost, now_us, record=record
+        )
+        return parse_decision(self._send(command, record), throttles, cost)
 
     def reset(self, identifier: str, throttles: Sequence[Throttle] = ()) -> None:
         """Forget the identifier's hits and blocks (all throttles when none given)."""
@@ -277,6 +285,13 @@ class RedisStorage:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _send(self, command: tuple[Any, ...], record: bool) -> Any:
+        """Send a decision's command; a plan takes over if that fails."""
+        try:
+            return self._execute(command, command[3])
+        except Exception as exc:  # the plan reloads the library, or maps it
+            return self._run(self._core.resume(command, exc, record=record))
+
     def _run(self, plan: Plan[T]) -> T:
         reply: Any = None
         error: Exception | None = None
@@ -287,17 +302,15 @@ class RedisStorage:
                 return done.value  # type: ignore[no-any-return]
 
             try:
-                reply, error = self._execute(command), None
+                reply, error = self._execute(command.args, command.key), None
             except Exception as exc:  # the plan decides, and maps it
                 reply, error = None, exc
 
-    def _execute(self, command: Command) -> Any:
-        if self._cluster is not None:
-            # Naming the node spares redis-py a COMMAND GETKEYS round trip per
-            # FCALL; a MOVED reply still sends it to the new owner.
-            node = self._cluster.get_node_from_key(command.key)  # type: ignore[no-untyped-call]
-            return self._cluster.execute_command(  # type: ignore[no-untyped-call]
-                *command.args, target_nodes=node
-            )
+    def _execute(self, args: tuple[Any, ...], key: str) -> Any:
+        if self._cluster is None:
+            return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
 
-        return self.client.execute_command(*command.args)  # type: ignore[no-untyped-call]
+        # Naming the node spares redis-py a COMMAND GETKEYS round trip per
+        # FCALL; a MOVED reply still sends it to the new owner.
+        node = self._cluster.get_node_from_key(key)  # type: ignore[no-untyped-call]
+        return self._cluster.execute_command(*args, target_nodes=node)  # type: ignore[no-untyped-call]
