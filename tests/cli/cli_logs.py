@@ -21,4 +21,9 @@ def clf(client: str, second: int, request: str = "GET / HTTP/1.1") -> str:
     )
 
 
+def stamped(client: str, stamp: str, request: str = "GET / HTTP/1.1") -> str:
+    """A common-format line logged at ``stamp`` (``17/May/2015:10:00:00 +0000``)."""
+    return f'{client} - - [{stamp}] "{request}" 200 1'
+
+
 WriteLog = Callable[..., Path]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import pytest
 
+from sliding_window_throttler.cli import accesslog
 from sliding_window_throttler.cli.accesslog import (
     LogFileError,
     Request,
@@ -20,6 +22,8 @@ from cli_logs import BUNDLED_LOG, T0, WriteLog
 
 US = 1_000_000
 PREFIX = b"192.0.2.7 - - [17/May/2015:10:05:03 +0000] "
+STAMP = "17/May/2015:10:00:00 +0000"
+OUT_OF_RANGE = "time out of range (replay takes 1970 to 2100, UTC)"
 
 
 def parsed(raw: bytes) -> Request:
@@ -227,3 +231,107 @@ def test_refuses_truncated_gzip_while_reading(tmp_path: Path) -> None:
 
 def test_gzip_of_the_bundled_log_is_what_the_readme_says() -> None:
     assert gzip.decompress(BUNDLED_LOG.read_bytes()).count(b"\n") == 10_000
+
+
+@pytest.mark.parametrize("chunk_bytes", [3, 7, 64 * 1024])
+def test_ends_lines_at_lf_crlf_or_a_lone_cr_across_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_bytes: int
+) -> None:
+    monkeypatch.setattr(accesslog, "READ_CHUNK_BYTES", chunk_bytes)
+    path = tmp_path / "mixed.log"
+    path.write_bytes(b"one\rtwo\r\nthree\nfour\r\r\nsix\rlast")
+
+    assert list(read_lines(path)) == [
+        (1, b"one\r"),
+        (2, b"two\r\n"),
+        (3, b"three\n"),
+        (4, b"four\r"),
+        (5, b"\r\n"),
+        (6, b"six\r"),
+        (7, b"last"),
+    ]
+
+
+def test_reads_every_line_of_a_cr_only_log(tmp_path: Path) -> None:
+    lines = [f'{n}.1.1.1 - - [{STAMP}] "GET / HTTP/1.1" 200 1' for n in (1, 2, 3)]
+    path = tmp_path / "cr3.log"
+    path.write_bytes("\r".join(lines).encode() + b"\r")
+
+    clients = [parsed(raw).client for _, raw in read_lines(path)]
+
+    assert clients == ["1.1.1.1", "2.1.1.1", "3.1.1.1"]
+
+
+def test_a_line_longer_than_many_chunks_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(accesslog, "READ_CHUNK_BYTES", 1024)
+    path = tmp_path / "long.log"
+    path.write_bytes(b"x" * 100_000 + b"\r" + b"y" * 5_000)
+
+    assert [(n, len(line)) for n, line in read_lines(path)] == [
+        (1, 100_001),
+        (2, 5_000),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stamp", "reason"),
+    [
+        ("17/May/2015:10:00:00 +2400", "bad timestamp"),
+        ("17/May/2015:10:00:00 -9959", "bad timestamp"),
+        ("31/Dec/9999:23:59:59 -1200", OUT_OF_RANGE),
+        ("01/Jan/0001:00:00:00 +1400", OUT_OF_RANGE),
+        ("00/Jan/0000:00:00:00 +0000", OUT_OF_RANGE),
+        ("31/Dec/9999:23:59:60 +0000", OUT_OF_RANGE),
+        ("01/Jan/2150:00:00:00 +0000", OUT_OF_RANGE),
+        ("01/Jan/1800:00:00:00 +0000", OUT_OF_RANGE),
+        ("31/Dec/2100:23:59:59 -0001", OUT_OF_RANGE),
+        ("01/Jan/1970:00:59:59 +0100", OUT_OF_RANGE),
+        ("31/Dec/2100:23:59:60 +0000", OUT_OF_RANGE),
+    ],
+)
+def test_times_out_of_the_replayable_range_are_malformed(
+    stamp: str, reason: str
+) -> None:
+    raw = f'1.2.3.4 - - [{stamp}] "GET / HTTP/1.1" 200 1'.encode()
+
+    assert parse_line(raw) == reason
+
+
+@pytest.mark.parametrize(
+    ("stamp", "time_s"),
+    [
+        ("01/Jan/1970:00:00:00 +0000", 0),
+        ("31/Dec/1969:23:00:00 -0100", 0),
+        ("31/Dec/2100:23:59:59 +0000", 4_133_980_799),
+        ("01/Jan/2101:00:59:59 +0100", 4_133_980_799),
+        ("17/May/2015:10:00:00 +2359", 1_431_770_460),
+    ],
+)
+def test_times_at_the_edges_of_the_range_are_replayed(stamp: str, time_s: int) -> None:
+    raw = f'1.2.3.4 - - [{stamp}] "GET / HTTP/1.1" 200 1'.encode()
+
+    assert parsed(raw).time_us == time_s * US
+
+
+def test_refuses_a_device_that_would_never_end() -> None:
+    with pytest.raises(
+        LogFileError,
+        match=r"^'/dev/zero' is not a regular file or a pipe: it is a device$",
+    ):
+        check_log(Path("/dev/zero"))
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_refuses_a_terminal() -> None:
+    leader, follower = os.openpty()
+    try:
+        terminal = Path(os.ttyname(follower))
+        with pytest.raises(
+            LogFileError, match=r"is not a regular file or a pipe: it is a terminal$"
+        ):
+            check_log(terminal)
+    finally:
+        os.close(leader)
+        os.close(follower)

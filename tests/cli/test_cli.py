@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from sliding_window_throttler.cli import cli
 from sliding_window_throttler.cli.replay import Replay
 
-from cli_logs import BUNDLED_LOG, WriteLog, clf
+from cli_logs import BUNDLED_LOG, WriteLog, clf, stamped
 
 DEMO = ["--limit", "20/10s", "--limit", "60/minute", "--top", "5"]
 
@@ -67,6 +67,8 @@ def test_json_has_exactly_the_documented_keys(small_log: Path) -> None:
         "span",
         "capacity_refused",
         "storage",
+        "files_reordered",
+        "outliers",
     ]
     assert (report["requests"], report["admitted"], report["rejected"]) == (8, 6, 2)
     assert report["top_throttled"][0]["client"] == "10.0.0.1"
@@ -116,6 +118,7 @@ def test_options_reach_the_replay(write_log: WriteLog) -> None:
         (["--limit", "1/s", "--top", "0", "LOG"], "--top"),
         (["--limit", "1/s", "--top", "many", "LOG"], "--top"),
         (["--limit", "1/s", "--reorder-window", "1y", "LOG"], "unknown unit 'y'"),
+        (["--limit", "1/s", "--max-skew", "soon", "LOG"], "--max-skew 'soon' is not"),
         (["--limit", "1/s"], "Missing argument 'LOG...'"),
         (["--limit", "1/s", "--frobnicate", "LOG"], "No such option"),
     ],
@@ -232,3 +235,110 @@ def test_replays_26_kb_lines_keyed_by_path(write_log: WriteLog) -> None:
 
     assert result.exit_code == 0, result.stderr
     assert "rejected           1 (33.33%)" in result.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("2/0s", "--limit '2/0s': the window must be from 1 ms to 366 days"),
+        ("2/367d", "--limit '2/367d': the window must be from 1 ms to 366 days"),
+    ],
+)
+def test_a_limit_with_an_impossible_window_quotes_what_was_typed(
+    small_log: Path, spec: str, message: str
+) -> None:
+    result = swt("replay", small_log, "--limit", spec)
+
+    assert_one_line_error(result, message)
+    assert result.stderr == f"swt: error: {message}\n"
+
+
+def test_max_skew_reaches_the_replay(write_log: WriteLog) -> None:
+    # Two hours ahead of the lines around it.
+    log = write_log(
+        [clf("a", 0), stamped("b", "17/May/2015:12:05:00 +0000"), clf("c", 1)]
+    )
+
+    reports = [
+        json.loads(swt("replay", log, "--limit", "1/s", *skew, "--json").stdout)
+        for skew in ([], ["--max-skew", "1h"], ["--max-skew", "0"])
+    ]
+
+    assert [(r["requests"], r["outliers"]) for r in reports] == [(3, 0), (2, 1), (3, 0)]
+    assert reports[1]["malformed"]["examples"][0]["reason"] == (
+        "outlier: dated over 1h after the lines around it"
+    )
+
+
+LINE = '1.1.1.1 - - [17/May/2015:10:00:00 +0000] "GET / HTTP/1.1" 200 1\n'
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a named pipe")
+def test_replays_a_named_pipe_read_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "live.log"
+    os.mkfifo(fifo)
+    command = [sys.executable, "-m", "sliding_window_throttler", "replay", str(fifo)]
+    process = subprocess.Popen(
+        [*command, "--limit", "1/10s", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with fifo.open("w") as writer:
+        writer.write(LINE * 3)
+
+    stdout, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 0, stderr
+    report = json.loads(stdout)
+    assert (report["requests"], report["admitted"], report["rejected"]) == (3, 1, 2)
+    assert report["files"] == [str(fifo)]
+
+
+def test_replays_dev_stdin_from_a_pipe_or_a_file(tmp_path: Path) -> None:
+    saved = tmp_path / "saved.log"
+    saved.write_text(LINE * 2)
+    command = [sys.executable, "-m", "sliding_window_throttler", "replay"]
+    args = [*command, "/dev/stdin", "--limit", "1/10s", "--json"]
+
+    piped = subprocess.run(
+        args, input=LINE * 3, capture_output=True, text=True, timeout=30
+    )
+    with saved.open() as stdin:
+        redirected = subprocess.run(
+            args, stdin=stdin, capture_output=True, text=True, timeout=30
+        )
+
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["requests"] == 3
+    assert redirected.returncode == 0, redirected.stderr
+    assert json.loads(redirected.stdout)["requests"] == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_refuses_dev_stdin_on_a_terminal_with_one_line() -> None:
+    leader, follower = os.openpty()
+    command = [sys.executable, "-m", "sliding_window_throttler", "replay"]
+    try:
+        result = subprocess.run(
+            [*command, "/dev/stdin", "--limit", "1/s"],
+            stdin=follower,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        "swt: error: '/dev/stdin' is not a regular file or a pipe: it is a terminal\n"
+    )
+
+
+def test_refuses_a_device_with_one_line() -> None:
+    assert_one_line_error(
+        swt("replay", "/dev/zero", "--limit", "1/s"),
+        "'/dev/zero' is not a regular file or a pipe: it is a device",
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 from pathlib import Path
 
 import pytest
@@ -15,10 +17,13 @@ from sliding_window_throttler.cli.replay import (
     make_throttles,
     throttle_name,
 )
+from sliding_window_throttler.cli.report import to_json, write_text
 
-from cli_logs import BUNDLED_LOG, T0, WriteLog, clf
+from cli_logs import BUNDLED_LOG, T0, WriteLog, clf, stamped
 
 US = 1_000_000
+DEMO_THROTTLES = make_throttles(["20/10s", "60/minute"])
+OUT_OF_RANGE = "time out of range (replay takes 1970 to 2100, UTC)"
 
 
 def test_names_throttles_after_their_normalised_spec() -> None:
@@ -211,3 +216,108 @@ def test_counts_capacity_refusals_apart_from_rejections(
     assert (result.admitted, result.rejected, result.capacity_refused) == (6, 0, 2)
     assert result.requests == 8
     assert result.clients_throttled == 0
+
+
+def bundled_lines() -> list[bytes]:
+    return gzip.decompress(BUNDLED_LOG.read_bytes()).splitlines(keepends=True)
+
+
+def test_replays_every_line_of_a_log_ending_lines_in_cr(tmp_path: Path) -> None:
+    log = tmp_path / "cr3.log"
+    lines = [
+        stamped(f"{n}.{n}.{n}.{n}", "17/May/2015:10:00:00 +0000") for n in (1, 2, 3)
+    ]
+    log.write_bytes("".join(f"{line}\r" for line in lines).encode())
+
+    result = Replay([log], make_throttles(["1/10s"])).run()
+
+    assert (result.requests, result.admitted, result.malformed) == (3, 3, 0)
+    assert result.clients_seen == 3
+
+
+def test_the_bundled_log_with_cr_endings_gives_the_same_report(tmp_path: Path) -> None:
+    log = tmp_path / "cr.log"
+    log.write_bytes(b"".join(line.rstrip(b"\n") + b"\r" for line in bundled_lines()))
+
+    result = Replay([log], DEMO_THROTTLES).run()
+
+    assert (result.requests, result.rejected, result.late) == (10_000, 87, 0)
+    assert result.malformed == 0
+
+
+def test_times_out_of_range_are_malformed_and_the_report_renders(
+    write_log: WriteLog,
+) -> None:
+    stamps = [
+        "17/May/2015:10:00:00 +2400",
+        "31/Dec/9999:23:59:59 -1200",
+        "01/Jan/0001:00:00:00 +1400",
+        "31/Dec/9999:23:59:60 +0000",
+        "01/Jan/2113:00:00:00 +0000",
+        "01/Jan/1826:00:00:00 +0000",
+    ]
+    log = write_log([clf("a", 0), *[stamped("b", s) for s in stamps], clf("a", 1)])
+
+    result = Replay([log], make_throttles(["1/10s"])).run()
+    text = io.StringIO()
+    write_text(result, text)
+
+    assert (result.requests, result.rejected, result.malformed) == (2, 1, 6)
+    assert [(m.line, m.reason) for m in result.malformed_examples] == [
+        (2, "bad timestamp"),
+        (3, OUT_OF_RANGE),
+        (4, OUT_OF_RANGE),
+        (5, OUT_OF_RANGE),
+        (6, OUT_OF_RANGE),
+    ]
+    assert to_json(result)["span"] == {
+        "first": "2015-05-17T10:05:00+00:00",
+        "last": "2015-05-17T10:05:01+00:00",
+    }
+    assert "malformed lines    6" in text.getvalue().splitlines()
+
+
+def test_a_line_far_in_the_future_leaves_the_bundled_log_report_unchanged(
+    tmp_path: Path,
+) -> None:
+    lines = bundled_lines()
+    far = b'203.0.113.9 - - [31/Dec/2099:10:00:00 +0000] "GET / HTTP/1.1" 200 1\n'
+    log = tmp_path / "skewed.log"
+    log.write_bytes(b"".join([*lines[:100], far, *lines[100:]]))
+
+    result = Replay([log], DEMO_THROTTLES).run()
+
+    assert (result.requests, result.rejected, result.late) == (10_000, 87, 0)
+    assert (result.clients_seen, result.clients_throttled) == (1_753, 2)
+    assert (result.malformed, result.outliers) == (1, 1)
+    assert [(m.line, m.reason) for m in result.malformed_examples] == [
+        (101, "outlier: dated over 1d after the lines around it")
+    ]
+    assert result.last == Instant(1_432_155_959 * US, 0)
+
+
+def test_rotated_logs_given_newest_first_are_replayed_oldest_first(
+    tmp_path: Path,
+) -> None:
+    lines = bundled_lines()
+    older, newer = tmp_path / "access.log.1", tmp_path / "access.log"
+    older.write_bytes(b"".join(lines[:5_000]))
+    newer.write_bytes(gzip.compress(b"".join(lines[5_000:])))
+
+    whole = Replay([BUNDLED_LOG], DEMO_THROTTLES).run()
+    result = Replay([newer, older], DEMO_THROTTLES).run()
+
+    assert (result.requests, result.rejected, result.late) == (10_000, 87, 0)
+    assert result.top_throttled == whole.top_throttled
+    assert result.files == (str(older), str(newer))
+    assert (result.files_reordered, whole.files_reordered) == (True, False)
+
+
+def test_logs_that_start_together_keep_the_order_given(write_log: WriteLog) -> None:
+    first = write_log([clf("a", 0), clf("a", 1)], name="b.log")
+    second = write_log([clf("b", 0), clf("b", 1)], name="a.log")
+
+    result = Replay([first, second], make_throttles(["1/s"])).run()
+
+    assert result.files == (str(first), str(second))
+    assert result.files_reordered is False

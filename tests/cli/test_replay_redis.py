@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from sliding_window_throttler.cli import cli
 from sliding_window_throttler.cli.storage import parse_address, redis_target
 
-from cli_logs import BUNDLED_LOG, WriteLog, clf
+from cli_logs import BUNDLED_LOG, WriteLog, clf, stamped
 from redis_servers import RedisCluster, RedisServer, SentinelSet, find_free_port
 
 DEMO = ["--limit", "20/10s", "--limit", "60/minute", "--json"]
@@ -178,6 +178,29 @@ def test_block_on_the_bundled_log_through_redis_equals_memory(
 
 
 @pytest.mark.redis
+def test_times_redis_cannot_take_are_malformed_not_fatal(
+    redis_server: RedisServer, write_log: WriteLog
+) -> None:
+    # Redis takes explicit times within 2**52 us of the epoch (1827-2112);
+    # the replay takes 1970-2100 whatever the storage.
+    stamps = ["01/Jan/1800:00:00:00 +0000", "01/Jan/2150:00:00:00 +0000"]
+    stamps += ["01/Jan/2105:00:00:00 +0000", "31/Dec/9999:23:59:60 +0000"]
+    lines = [clf("10.0.0.1", s) for s in (0, 1, 2)]
+    log = write_log(lines[:2] + [stamped("10.0.0.2", s) for s in stamps] + lines[2:])
+    args: list[str | Path] = [log, "--limit", "2/10s", "--json"]
+
+    memory = replay_json(*args)
+    redis = replay_json(*args, "--redis-url", redis_server.url)
+
+    assert without_storage(redis) == without_storage(memory)
+    assert (redis["requests"], redis["rejected"]) == (3, 1)
+    assert redis["malformed"]["count"] == 4
+    assert {m["reason"] for m in redis["malformed"]["examples"]} == {
+        "time out of range (replay takes 1970 to 2100, UTC)"
+    }
+
+
+@pytest.mark.redis
 def test_each_run_writes_under_a_prefix_of_its_own(
     redis_server: RedisServer, small_log: Path
 ) -> None:
@@ -250,7 +273,10 @@ def test_a_wrong_password_is_one_line_without_the_password(
         ("unix:///nonexistent/redis.sock", "Redis is unreachable"),
         ("http://localhost:6379", "--redis-url must start with redis://"),
         ("localhost:6379", "(got no scheme), e.g. redis://localhost:6379/0"),
-        ("redis://:hunter2@localhost:port", "bad --redis-url: Port could not be"),
+        (
+            "redis://:hunter2@localhost:port",
+            "bad --redis-url: not a Redis URL (Port could not be",
+        ),
     ],
 )
 def test_an_unusable_redis_url_is_one_line(

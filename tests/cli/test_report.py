@@ -6,10 +6,12 @@ import io
 import json
 from pathlib import Path
 
-from sliding_window_throttler.cli.replay import Replay, make_throttles
+import pytest
+
+from sliding_window_throttler.cli.replay import Replay, ReplayResult, make_throttles
 from sliding_window_throttler.cli.report import iso_time, to_json, write_text
 
-from cli_logs import WriteLog, clf
+from cli_logs import WriteLog, clf, stamped
 
 JSON_KEYS = [
     "files",
@@ -28,6 +30,8 @@ JSON_KEYS = [
     "span",
     "capacity_refused",
     "storage",
+    "files_reordered",
+    "outliers",
 ]
 
 
@@ -87,3 +91,69 @@ def test_text_report_reads_well_without_a_terminal(write_log: WriteLog) -> None:
     )
     assert "busiest 10s windows (by requests)" in lines
     assert any(f"{log.name}:6" in line and "junk [x]" in line for line in lines)
+
+
+def text_of(result: ReplayResult) -> list[str]:
+    out = io.StringIO()
+    write_text(result, out)
+    return out.getvalue().splitlines()
+
+
+def test_long_keys_keep_one_line_per_client_and_json_keeps_them_whole(
+    write_log: WriteLog,
+) -> None:
+    path = "/" + "a" * 70 + "/end"
+    v6 = "2001:db8:1234:5678:9abc:def0:1234:5678"
+    lines = [
+        clf(ip, s, f"GET {path} HTTP/1.1") for ip in ("10.0.0.1", v6) for s in (0, 1)
+    ]
+    result = Replay([write_log(lines)], make_throttles(["1/10s"]), key="ip+path").run()
+
+    text = text_of(result)
+
+    rows = text[text.index("top throttled clients (2 of 2)") + 3 :][:2]
+    assert [row.rsplit(maxsplit=3) for row in rows] == [
+        [
+            "10.0.0.1 /aaaaaaaaaaaaaa…aaaaaaaaaaaaaaaaaaa/end",
+            "1",
+            "2",
+            "2015-05-17T10:05:01+00:00",
+        ],
+        [
+            "2001:db8:1234:5678:9abc:…aaaaaaaaaaaaaaaaaaa/end",
+            "1",
+            "2",
+            "2015-05-17T10:05:01+00:00",
+        ],
+    ]
+    assert all(len(line) <= 100 for line in text)
+    assert [c["client"] for c in to_json(result)["top_throttled"]] == [
+        f"10.0.0.1 {path}",
+        f"{v6} {path}",
+    ]
+
+
+def test_text_says_when_files_were_reordered_and_counts_outliers(
+    write_log: WriteLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    next_day = [clf("b", s).replace("17/May", "18/May") for s in (0, 1)]
+    write_log(next_day, name="access.log")
+    far = stamped("x", "01/Jan/2030:00:00:00 +0000")
+    write_log([clf("a", 0), far, clf("a", 1)], name="access.log.1")
+    monkeypatch.chdir(tmp_path)
+    given = [Path("access.log"), Path("access.log.1")]
+
+    result = Replay(given, make_throttles(["5/s"])).run()
+
+    text = text_of(result)
+    assert text[1] == (
+        "files              access.log.1, access.log "
+        "(reordered: oldest first, by when each starts)"
+    )
+    assert text[12] == (
+        "malformed lines    1 (outliers: 1, each dated over 1d after the lines "
+        "around it)"
+    )
+    report = to_json(result)
+    assert report["files"] == ["access.log.1", "access.log"]
+    assert (report["files_reordered"], report["outliers"]) == (True, 1)

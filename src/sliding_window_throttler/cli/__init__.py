@@ -27,8 +27,10 @@ from rich.progress import (
 
 from ..core.rate import parse_duration_ms
 from ..errors import ConfigurationError, ThrottlerError
-from .accesslog import LogFileError, check_log
-from .replay import KEYS, Replay, make_throttles
+from .accesslog import LogFileError
+from .entries import KEYS
+from .logfiles import LogFile, opened_logs
+from .replay import Replay, make_throttles
 from .report import write_json, write_text
 from .storage import open_storage, redis_target
 
@@ -133,6 +135,16 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     callback=_duration,
     help="How long to wait for lines logged out of order.",
 )
+@click.option(
+    "--max-skew",
+    metavar="DURATION",
+    default="1d",
+    show_default=True,
+    callback=_duration,
+    help="A line dated this much after the lines before it in its log, and "
+    "not followed by one as far ahead, is an outlier: counted as malformed, "
+    "not replayed. 0 turns the check off.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--top",
@@ -180,6 +192,7 @@ def replay_command(
     block: str | None,
     key: str,
     reorder_window: int,
+    max_skew: int,
     as_json: bool,
     top: int,
     redis_url: str | None,
@@ -191,9 +204,10 @@ def replay_command(
     """
     Replay access logs through the throttler on their logged time.
 
-    Reads Apache/Nginx common or combined logs, plain or gzip, one after the
-    other, and reports what the given limits would have admitted and refused,
-    deciding in memory or, with --redis-url or --redis-sentinel, in Redis.
+    Reads Apache/Nginx common or combined logs, plain or gzip, files or
+    pipes, one after the other (oldest first, whatever the order given), and
+    reports what the given limits would have admitted and refused, deciding in
+    memory or, with --redis-url or --redis-sentinel, in Redis.
     """
     try:
         throttles = make_throttles(limits, block)
@@ -210,18 +224,18 @@ def replay_command(
 
     min_bytes = PROGRESS_MIN_BYTES if target is None else REDIS_PROGRESS_MIN_BYTES
     try:
-        for path in logs:
-            check_log(path)
-
+        # Logs first: a missing file says so before Redis is even reached.
         with (
+            opened_logs(logs) as opened,
             open_storage(target) as storage,
-            _progress_bar(logs, min_bytes) as on_progress,
+            _progress_bar(opened, min_bytes) as on_progress,
         ):
             replay = Replay(
-                logs,
+                opened,
                 throttles,
                 key=key,
                 reorder_window_ms=reorder_window,
+                max_skew_ms=max_skew,
                 top=top,
                 on_progress=on_progress,
                 storage=storage.redis,
@@ -249,10 +263,10 @@ def _storage_failure(exc: ThrottlerError) -> CommandError:
 
 @contextmanager
 def _progress_bar(
-    paths: Sequence[Path], min_bytes: int
+    logs: Sequence[LogFile], min_bytes: int
 ) -> Iterator[Callable[[int], None] | None]:
     """Yield a progress callback for ``min_bytes`` or more on a terminal, else None."""
-    total = sum(path.stat().st_size for path in paths)
+    total = sum(log.size for log in logs)
     console = Console(stderr=True)
     if total < min_bytes or not console.is_terminal:
         yield None

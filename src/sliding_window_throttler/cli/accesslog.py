@@ -12,8 +12,9 @@ decode), parses several hundred thousand lines/s, and copes with:
 
 - a request line holding spaces, pipes or ``\\"`` escapes, raw or escaped
   bytes (``\\x16\\x03...``), or an unescaped quote (a second, slower pattern);
-- IPv6 or hostname clients, ``-`` for status or size, CRLF endings, lines of
-  any length; blank lines are skipped and not counted.
+- IPv6 or hostname clients, ``-`` for status or size, lines of any length
+  ending in LF, CRLF or a lone CR (old Mac style, or a log cut by a tool that
+  drops LFs); blank lines are skipped and not counted.
 
 Lenient tail: only the fields up to the response size are needed to replay a
 request, so nothing after them is checked. A truncated combined line (line
@@ -21,7 +22,13 @@ request, so nothing after them is checked. A truncated combined line (line
 usable request, and so are common-format lines and logs with extra fields
 (Nginx's ``$http_x_forwarded_for``). A line whose client, time, request line,
 status or size is missing or broken is malformed: it is counted and shown,
-never fatal.
+never fatal. So is a line dated outside 1970-2100 (UTC): the Redis storage
+takes explicit times only within 2**52 us of the epoch (1827-2112), and one
+range for both storages keeps their reports equal.
+
+A log is opened once and read once from start to end, so a named pipe, a
+process substitution (``<(zcat a.gz)``) or ``/dev/stdin`` holding a pipe or a
+file reads like any file. A terminal or a device is refused: it may never end.
 """
 
 from __future__ import annotations
@@ -29,17 +36,27 @@ from __future__ import annotations
 import calendar
 import gzip
 import io
+import os
 import re
+import stat
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import NamedTuple
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_SHOWN_CHARS = 120
+READ_CHUNK_BYTES = 64 * 1024
+"""Bytes read at a time; the lines of a chunk are split in one C call."""
+FIRST_YEAR, LAST_YEAR = 1970, 2100
+EARLIEST_US = calendar.timegm((FIRST_YEAR, 1, 1, 0, 0, 0)) * 1_000_000
+END_US = calendar.timegm((LAST_YEAR + 1, 1, 1, 0, 0, 0)) * 1_000_000
+"""Replayed times are from ``EARLIEST_US`` (included) to ``END_US`` (excluded)."""
+OUT_OF_RANGE = f"time out of range (replay takes {FIRST_YEAR} to {LAST_YEAR}, UTC)"
 
 _FIELDS = rb"(\S+) \S+ \S+ \[(\d\d/[A-Za-z]{3}/\d{4}:\d\d):(\d\d):(\d\d) ([+-]\d{4})\] "
 _TAIL = rb" (\d{3}|-) (?:\d+|-)(?:\s|$)"
@@ -121,21 +138,25 @@ def hour_base(date_hour: bytes, zone: bytes) -> tuple[int, int]:
         zone: ``+0000``.
 
     Raises:
-        ValueError: for an impossible date, hour or zone.
+        ValueError: for an impossible date, hour or zone (offsets reach
+            ±23:59), or a year far out of range; its message is the reason.
     """
     day, month_name, year = int(date_hour[:2]), date_hour[3:6], int(date_hour[7:11])
     hour = int(date_hour[12:14])
     month = _MONTHS.get(month_name.capitalize())
-    zone_minutes = int(zone[3:5])
-    if month is None or hour > 23 or zone_minutes > 59:
+    zone_hours, zone_minutes = int(zone[1:3]), int(zone[3:5])
+    if month is None or hour > 23 or zone_hours > 23 or zone_minutes > 59:
         raise ValueError("bad timestamp")
+
+    # A year next to the range may still land in it once in UTC; the caller
+    # checks the exact time.
+    if not FIRST_YEAR - 1 <= year <= LAST_YEAR + 1:
+        raise ValueError(OUT_OF_RANGE)
 
     if not 1 <= day <= calendar.monthrange(year, month)[1]:
         raise ValueError("bad timestamp")
 
-    offset = (int(zone[1:3]) * 3600 + zone_minutes * 60) * (
-        -1 if zone[:1] == b"-" else 1
-    )
+    offset = (zone_hours * 3600 + zone_minutes * 60) * (-1 if zone[:1] == b"-" else 1)
     return calendar.timegm((year, month, day, hour, 0, 0)) - offset, offset
 
 
@@ -150,7 +171,8 @@ def parse_fields(raw: bytes) -> Fields | str:
 
     Returns:
         ``(client, time_us, offset_s, request, status)`` with the request line
-        and the status still bytes, or the reason the line is malformed.
+        and the status still bytes, or the reason the line is malformed (a
+        time outside 1970-2100 UTC is one).
     """
     match = _LINE.match(raw) or _LENIENT_LINE.match(raw)
     if match is None:
@@ -160,13 +182,16 @@ def parse_fields(raw: bytes) -> Fields | str:
     minutes, seconds = int(minute), int(second)
     try:
         base, offset = hour_base(date_hour, zone)
-    except ValueError:
-        return "bad timestamp"
+    except ValueError as exc:
+        return str(exc)
 
     if minutes > 59 or seconds > 60:
         return "bad timestamp"
 
     time_us = (base + minutes * 60 + seconds) * 1_000_000
+    if not EARLIEST_US <= time_us < END_US:
+        return OUT_OF_RANGE
+
     return client.decode("utf-8", "replace"), time_us, offset, request, status
 
 
@@ -230,41 +255,127 @@ def shorten(raw: bytes, limit: int = MAX_SHOWN_CHARS) -> str:
     return text if len(raw) <= limit else text[: limit - 1] + "…"
 
 
-def open_log(path: Path) -> io.BufferedIOBase:
+class LogReader:
     """
-    Open a log for reading bytes, decompressing when it starts like gzip.
+    One log opened once, read once from start to end: plain or gzip.
 
-    The gzip magic bytes decide, not the file name, so a rotated ``.1`` file
-    that is compressed, or a ``.gz`` that is not, both read right.
+    Iterating yields its lines with their ends, and goes on where the last
+    iteration stopped, so a pipe can be probed and then replayed.
+
+    Args:
+        path: A regular file, or a pipe (a FIFO, ``/dev/stdin``, a process
+            substitution). The gzip magic bytes decide whether it is
+            decompressed, not the name: a rotated ``.1`` file that is
+            compressed, or a ``.gz`` that is not, both read right.
+
+    Attributes:
+        path: As given.
+        is_pipe: True for a pipe, which cannot be read a second time.
+        size: Its size on disk, for progress; 0 for a pipe.
 
     Raises:
-        LogFileError: when the file cannot be opened.
+        LogFileError: when it cannot be opened, or is a terminal or a device.
     """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with _reading(path):
+            # Opening a FIFO waits for its writer, as `cat` would.
+            raw = path.open("rb")
+            try:
+                self.is_pipe, self.size = _kind_of(path, raw)
+                compressed = raw.peek(2)[:2] == GZIP_MAGIC
+            except BaseException:
+                raw.close()
+                raise
+
+        self._raw = raw
+        self._data: io.BufferedIOBase = (
+            gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+        )
+        self._lines = _split_lines(self._data, path)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._lines
+
+    def numbered(
+        self,
+        on_progress: Callable[[int], None] | None = None,
+        read_ahead: Iterable[bytes] = (),
+    ) -> Iterator[tuple[int, bytes]]:
+        """
+        Yield ``(line number, line)``, the lines ``read_ahead`` first.
+
+        Args:
+            on_progress: Called every 4,096 lines with the bytes of the file
+                (compressed bytes for gzip) read so far; never for a pipe.
+            read_ahead: Lines already taken from this reader, from line 1.
+        """
+        report = on_progress if self.size else None
+        for number, line in enumerate(chain(read_ahead, self._lines), 1):
+            if report is not None and not number & 4095:
+                report(self._raw.tell())
+
+            yield number, line
+
+    def close(self) -> None:
+        """Close the log (a ``GzipFile`` leaves the file it reads open)."""
+        self._data.close()
+        self._raw.close()
+
+
+def _kind_of(path: Path, raw: io.BufferedReader) -> tuple[bool, int]:
+    """Return ``(is_pipe, size)``, refusing what may never end."""
+    status = os.fstat(raw.fileno())
+    if stat.S_ISREG(status.st_mode):
+        return False, status.st_size
+
+    if stat.S_ISFIFO(status.st_mode) or stat.S_ISSOCK(status.st_mode):
+        return True, 0
+
+    what = "a terminal" if raw.isatty() else "a device"
+    raise LogFileError(f"'{path}' is not a regular file or a pipe: it is {what}")
+
+
+def _split_lines(data: io.BufferedIOBase, path: Path) -> Iterator[bytes]:
+    """Yield the lines of ``data`` ending in LF, CRLF or CR, a chunk at a time."""
+    # bytes.splitlines() ends lines at exactly these three (str's also at
+    # \v, \f, \x1c-\x1e, \x85...), and runs in C: as fast as readline's LF.
     with _reading(path):
-        raw = path.open("rb")
-        try:
-            compressed = raw.peek(2)[:2] == GZIP_MAGIC
-        except BaseException:
-            raw.close()
-            raise
+        start: list[bytes] = []  # a line that no chunk has ended yet
+        while chunk := data.read(READ_CHUNK_BYTES):
+            if b"\n" not in chunk and b"\r" not in chunk:
+                start.append(chunk)
+                continue
 
-        if not compressed:
-            return raw
+            if start:
+                start.append(chunk)
+                chunk = b"".join(start)
+                start.clear()
 
-        # Reopened by name so that closing the GzipFile closes the file too.
-        raw.close()
-        return gzip.GzipFile(path, "rb")
+            lines = chunk.splitlines(keepends=True)
+            if not lines[-1].endswith(b"\n"):
+                # Not ended yet, or a CR that the next chunk may start with LF.
+                start.append(lines.pop())
+
+            yield from lines
+
+        if start:
+            yield b"".join(start)
 
 
 def check_log(path: Path) -> None:
     """
     Fail early on a log that cannot be replayed: unreadable, empty, bad gzip.
 
+    Reads its first bytes: a pipe is consumed (``Replay`` probes logs itself).
+
     Raises:
         LogFileError: saying which file and why.
     """
-    with open_log(path) as stream, _reading(path):
-        if not stream.read(1):
+    reader = LogReader(path)
+    with closing(reader):
+        if next(iter(reader), None) is None:
             raise LogFileError(f"'{path}' is empty")
 
 
@@ -286,18 +397,13 @@ def read_lines(
     Yield ``(line number, line bytes)`` of a log, streaming.
 
     Args:
-        path: The log, plain or gzip.
+        path: The log, plain or gzip, a file or a pipe.
         on_progress: Called every 4,096 lines with the bytes of the file
             (compressed bytes for gzip) read so far.
 
     Raises:
         LogFileError: when the file cannot be read or decompressed.
     """
-    with open_log(path) as stream, _reading(path):
-        # Progress counts the bytes of the file itself, compressed or not.
-        on_disk: io.IOBase = getattr(stream, "fileobj", None) or stream
-        for number, line in enumerate(stream, 1):
-            if on_progress is not None and not number & 4095:
-                on_progress(on_disk.tell())
-
-            yield number, line
+    reader = LogReader(path)
+    with closing(reader):
+        yield from reader.numbered(on_progress)

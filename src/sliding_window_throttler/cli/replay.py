@@ -6,6 +6,10 @@ Each request goes, in time order (see ``reorder.py``), through
 are exactly those a server with these limits would have made. All throttles
 are decided together: a request is admitted only if every throttle admits it.
 
+The logs are replayed oldest first, by when each starts (``logfiles.py``),
+whatever the order given; a line dated far ahead of the rest of its log is an
+outlier, counted but not replayed (``entries.py``).
+
 Where the time comes from is the one seam between storages (``HitAt``): by
 default a fresh ``MemoryStorage`` whose ``ManualClock`` is set before each hit;
 given a storage with a clock of its own (Redis), each hit carries its time as
@@ -17,7 +21,6 @@ storage's windows), never with the number of lines.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,50 +29,24 @@ from pathlib import Path
 
 from .. import ManualClock, MemoryStorage, Outcome, Throttle, Throttler
 from ..core.decision import Decision
-from ..core.rate import format_duration_ms, parse_duration_ms, parse_rate
+from ..core.rate import (
+    MAX_DURATION_MS,
+    format_duration_ms,
+    parse_duration_ms,
+    parse_rate,
+)
 from ..errors import ConfigurationError
 from ..storage.base import Storage
-from ..throttler import MAX_IDENTIFIER_LENGTH
-from .accesslog import (
-    LogFileError,
-    Malformed,
-    check_log,
-    parse_fields,
-    read_lines,
-    shorten,
-    split_request,
-)
+from .accesslog import Malformed
+from .entries import DEFAULT_MAX_SKEW_MS, KEYS, Entry, EntryReader
+from .logfiles import LogFile, opened_logs
 from .reorder import ReorderBuffer
 
-
-def _by_ip(client: str, request: bytes) -> str:
-    return client
-
-
-def _by_ip_and_path(client: str, request: bytes) -> str:
-    return f"{client} {split_request(request.decode('utf-8', 'replace'))[1]}"
-
-
-def _by_ip_and_method(client: str, request: bytes) -> str:
-    return f"{client} {split_request(request.decode('utf-8', 'replace'))[0]}"
-
-
-KEYS: dict[str, Callable[[str, bytes], str]] = {
-    "ip": _by_ip,
-    "ip+path": _by_ip_and_path,
-    "ip+method": _by_ip_and_method,
-}
-"""How a client and request line become the identifier throttled."""
-
 DEFAULT_REORDER_WINDOW_MS = 60_000
-MALFORMED_EXAMPLES = 5
 # Pairs are reclaimed when their window ends, so this caps the clients active
 # within one window; only a log with millions of them could reach it, and a
 # refusal would be counted apart in ``capacity_refused``, not as a rejection.
 PAIRS_PER_THROTTLE = 10_000_000
-
-Entry = tuple[int, int, str, int]
-"""``(time_us, sequence, identifier, offset_s)`` of one request to replay."""
 
 HitAt = Callable[[str, int], Decision]
 """Decides one request by an identifier at a time in microseconds."""
@@ -163,6 +140,11 @@ class ReplayResult:
     first: Instant | None
     last: Instant | None
     storage: StorageInfo = IN_MEMORY
+    files_reordered: bool = False
+    """``files`` is the order replayed, oldest first, not the order given."""
+    outliers: int = 0
+    """Lines dated too far ahead of their log, counted in ``malformed``."""
+    max_skew_ms: int = DEFAULT_MAX_SKEW_MS
 
     @property
     def rejected_percent(self) -> float:
@@ -192,6 +174,11 @@ def make_throttles(
     throttles: dict[str, Throttle] = {}
     for spec in specs:
         limit, ttl_ms = parse_rate(spec, field="--limit")
+        if not 1 <= ttl_ms <= MAX_DURATION_MS:
+            raise ConfigurationError(
+                "limit", f"--limit {spec!r}: the window must be from 1 ms to 366 days"
+            )
+
         name = throttle_name(limit, ttl_ms)
         if name in throttles:
             raise ConfigurationError(
@@ -261,10 +248,13 @@ class Replay:
     One replay of access logs under a set of throttles.
 
     Args:
-        paths: The logs, replayed one after the other as one stream.
+        paths: The logs (paths, or ``LogFile``s already probed), replayed one
+            after the other as one stream, oldest first.
         throttles: Decided together on every request.
         key: ``ip``, ``ip+path`` or ``ip+method``.
         reorder_window_ms: How long to wait for out-of-order lines.
+        max_skew_ms: How far a line may be dated after the lines before it
+            in its log, unless the next line is too; 0 turns the check off.
         top: How many clients and windows to rank.
         on_progress: Called now and then with the bytes read from all files.
         storage: A storage with a clock of its own (Redis) to decide in, each
@@ -276,11 +266,12 @@ class Replay:
 
     def __init__(
         self,
-        paths: Sequence[Path],
+        paths: Sequence[Path | LogFile],
         throttles: Sequence[Throttle],
         *,
         key: str = "ip",
         reorder_window_ms: int = DEFAULT_REORDER_WINDOW_MS,
+        max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
         top: int = 10,
         on_progress: Callable[[int], None] | None = None,
         storage: Storage | None = None,
@@ -295,12 +286,11 @@ class Replay:
         self.top = top
         self.on_progress = on_progress
         self.reorder_window_ms = reorder_window_ms
+        self.max_skew_ms = max_skew_ms
         self.storage = storage
         self.storage_info = storage_info
-        self._identify = KEYS[key]
         self._reorder = ReorderBuffer(reorder_window_ms * 1000)
-        self._malformed = 0
-        self._examples: list[Malformed] = []
+        self._reader = EntryReader(key, max_skew_ms, on_progress)
         self._clients: dict[str, list[int]] = {}
 
     def run(self) -> ReplayResult:
@@ -309,13 +299,11 @@ class Replay:
 
         Raises:
             LogFileError: when a file is missing, unreadable, empty, corrupt,
-                or has no parseable line.
+                or has no parseable line (before anything is replayed), or is
+                a pipe that an earlier run read.
         """
-        for path in self.paths:
-            check_log(path)
-
         self._reorder = ReorderBuffer(self.reorder_window_ms * 1000)
-        self._malformed, self._examples = 0, []
+        self._reader = EntryReader(self.key, self.max_skew_ms, self.on_progress)
         if self.storage is None:
             hit_at = _hits_on_clock(self.throttles)
         else:
@@ -324,77 +312,28 @@ class Replay:
         bucket_us = min(t.ttl_ms for t in self.throttles) * 1000
         tally = _Tally(bucket_us=bucket_us, top=self.top)
         self._clients = tally.clients
-        _simulate(self._reorder.reorder(self._entries()), hit_at, tally)
+        with opened_logs(self.paths) as given:
+            # A stable sort: logs that start together keep the order given.
+            logs = sorted(given, key=lambda log: log.start_us)
+            entries = self._reader.entries(logs)
+            _simulate(self._reorder.reorder(entries), hit_at, tally)
 
-        return self._result(tally)
+        return self._result(tally, logs, reordered=logs != given)
 
     def identifiers(self) -> Iterator[str]:
         """The identifiers the last run hit, each once: whose keys it wrote."""
         return iter(self._clients)
 
-    def _entries(self) -> Iterator[Entry]:
-        identify = self._identify
-        sequence = 0
-        done = 0
-        for path in self.paths:
-            parsed = 0
-            progress = self._progress_from(done)
-            for number, raw in read_lines(path, progress):
-                fields = parse_fields(raw)
-                if isinstance(fields, str):
-                    self._count_malformed(path, number, raw, fields)
-                    continue
-
-                client, time_us, offset_s, request, _ = fields
-                parsed += 1
-                sequence += 1
-                identifier = identify(client, request)
-                if len(identifier) > MAX_IDENTIFIER_LENGTH:
-                    identifier = _fit(identifier)
-
-                yield time_us, sequence, identifier, offset_s
-
-            if not parsed:
-                raise LogFileError(self._unparseable(path))
-
-            done += path.stat().st_size
-
-    def _progress_from(self, done: int) -> Callable[[int], None] | None:
-        report = self.on_progress
-        if report is None:
-            return None
-
-        return lambda position: report(done + position)
-
-    def _count_malformed(
-        self, path: Path, number: int, raw: bytes, reason: str
-    ) -> None:
-        if not raw.strip():
-            return  # blank lines are not requests, nor mistakes
-
-        self._malformed += 1
-        if len(self._examples) < MALFORMED_EXAMPLES:
-            self._examples.append(Malformed(str(path), number, shorten(raw), reason))
-
-    def _unparseable(self, path: Path) -> str:
-        mine = [m for m in self._examples if m.file == str(path)]
-        if not mine:
-            return f"'{path}' has no log lines (only blank ones)"
-
-        first = mine[0]
-        return (
-            f"'{path}' has no parseable line in common or combined log format "
-            f"(line {first.line}: {first.reason})"
-        )
-
-    def _result(self, tally: _Tally) -> ReplayResult:
+    def _result(
+        self, tally: _Tally, logs: Sequence[LogFile], reordered: bool
+    ) -> ReplayResult:
         throttled = [(c, v) for c, v in tally.clients.items() if v[1]]
         top = heapq.nsmallest(
             self.top, throttled, key=lambda cv: (-cv[1][1], -cv[1][0], cv[1][2], cv[0])
         )
         windows = sorted(tally.windows, key=lambda w: (-w[0], -w[1], -w[2]))
         return ReplayResult(
-            files=tuple(str(p) for p in self.paths),
+            files=tuple(str(log.path) for log in logs),
             throttles=self.throttles,
             key=self.key,
             reorder_window_ms=self.reorder_window_ms,
@@ -405,13 +344,16 @@ class Replay:
             clients_seen=len(tally.clients),
             clients_throttled=len(throttled),
             late=self._reorder.late,
-            malformed=self._malformed,
-            malformed_examples=tuple(self._examples),
+            malformed=self._reader.malformed,
+            malformed_examples=tuple(self._reader.examples),
             top_throttled=tuple(ThrottledClient(c, *v) for c, v in top),
             busiest_windows=tuple(Window(-w[2], w[3], w[0], w[1]) for w in windows),
             first=tally.first,
             last=tally.last,
             storage=self.storage_info,
+            files_reordered=reordered,
+            outliers=self._reader.outliers,
+            max_skew_ms=self.max_skew_ms,
         )
 
 
@@ -481,11 +423,3 @@ def _simulate(entries: Iterator[Entry], hit_at: HitAt, tally: _Tally) -> None:
     if clients:
         tally.first = Instant(earliest, earliest_offset)
         tally.last = Instant(now, latest_offset)
-
-
-def _fit(identifier: str) -> str:
-    # Limitation: a key longer than the throttler accepts (a path of more than
-    # 64 KiB) keeps its first 60,000 characters and a digest of the whole, so
-    # distinct long paths stay distinct keys.
-    digest = hashlib.sha256(identifier.encode("utf-8", "replace")).hexdigest()
-    return f"{identifier[:60_000]}#{digest}"

@@ -4,6 +4,10 @@ Rendering a replay's result: a JSON object, or text for people.
 The text is made of rich tables. On a terminal they are coloured; piped, rich
 writes the same layout without escape codes, at a fixed width of 100 columns,
 so the output reads the same in a file or a pager.
+
+Each row of a table is one line: a client longer than ``MAX_CLIENT_CHARS``
+(an ``ip+path`` key) loses the middle of its text to an ellipsis, keeping
+the address and the end of the path; ``--json`` keeps every key whole.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from ..core.rate import format_duration_ms
 from .replay import Instant, ReplayResult, StorageInfo
 
 PIPED_WIDTH = 100
-MAX_CLIENT_CHARS = 60
+MAX_CLIENT_CHARS = 48
+"""What fits next to the other columns of the throttled table in 100 columns."""
 
 
 def iso_time(time_us: int, offset_s: int) -> str:
@@ -84,6 +89,8 @@ def to_json(result: ReplayResult) -> dict[str, Any]:
         "span": {"first": _instant(result.first), "last": _instant(result.last)},
         "capacity_refused": result.capacity_refused,
         "storage": _storage_json(result.storage),
+        "files_reordered": result.files_reordered,
+        "outliers": result.outliers,
     }
 
 
@@ -157,8 +164,20 @@ def _summary_rows(result: ReplayResult) -> list[tuple[str, str]]:
     limits = ", ".join(str(t) for t in result.throttles)
     window = format_duration_ms(result.reorder_window_ms)
     late = f"older than a line already replayed, past the {window} reorder window"
+    files = ", ".join(result.files)
+    if result.files_reordered:
+        files += " (reordered: oldest first, by when each starts)"
+
+    malformed = f"{result.malformed:,}"
+    if result.outliers:
+        skew = format_duration_ms(result.max_skew_ms)
+        malformed += (
+            f" (outliers: {result.outliers:,}, each dated over {skew} after the "
+            "lines around it)"
+        )
+
     rows = [
-        ("files", ", ".join(result.files)),
+        ("files", files),
         ("limits", f"{limits} (all decided together)"),
         ("key", result.key),
         ("storage", _storage_text(result.storage)),
@@ -169,7 +188,7 @@ def _summary_rows(result: ReplayResult) -> list[tuple[str, str]]:
         ("clients seen", f"{result.clients_seen:,}"),
         ("clients throttled", f"{result.clients_throttled:,}"),
         ("late lines", f"{result.late:,} ({late})"),
-        ("malformed lines", f"{result.malformed:,}"),
+        ("malformed lines", malformed),
     ]
     if result.capacity_refused:
         rows.append(
@@ -189,7 +208,7 @@ def _storage_text(info: StorageInfo) -> str:
 def _throttled_table(result: ReplayResult) -> Table:
     shown, throttled = len(result.top_throttled), result.clients_throttled
     table = _table(f"top throttled clients ({shown} of {throttled:,})")
-    table.add_column(result.key if result.key != "ip" else "client")
+    table.add_column(result.key if result.key != "ip" else "client", no_wrap=True)
     table.add_column("rejected", justify="right")
     table.add_column("requests", justify="right")
     table.add_column("first throttled")
@@ -241,7 +260,9 @@ def _table(title: str) -> Table:
 
 
 def _shorten(text: str) -> str:
+    """Keep the start and the end of ``text``, at most ``MAX_CLIENT_CHARS``."""
     if len(text) <= MAX_CLIENT_CHARS:
         return text
 
-    return text[: MAX_CLIENT_CHARS - 1] + "…"
+    tail = (MAX_CLIENT_CHARS - 1) // 2
+    return f"{text[: MAX_CLIENT_CHARS - 1 - tail]}…{text[-tail:]}"

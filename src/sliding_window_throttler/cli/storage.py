@@ -264,8 +264,12 @@ def _connect(target: RedisTarget, prefix: str) -> RedisStorage:
             return RedisStorage.from_cluster(url=target.url, **options)
 
         return RedisStorage.from_url(target.url, **options)
-    except ConfigurationError:
-        raise
+    except ConfigurationError as exc:
+        if exc.field != "url":
+            raise
+        raise ConfigurationError(
+            "redis_url", f"bad --redis-url: {exc.message}"
+        ) from None
     except ValueError as exc:
         # redis-py's own parse errors (a port that is not a number...).
         raise ConfigurationError("redis_url", f"bad --redis-url: {exc}") from None

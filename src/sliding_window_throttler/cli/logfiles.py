@@ -1,0 +1,176 @@
+"""
+Opening the logs of a replay, each once, and when each starts.
+
+Rotated logs come newest first from a shell glob (``access.log
+access.log.1``); replayed in that order, every line of the older file would
+be late, decided at the newer file's time. So every log is probed for when it
+starts, and ``Replay`` replays them oldest first. A log starts at the median
+time of its first three parseable lines (the later of two), so that one bogus
+date on its first line moves neither its place nor the clock of its outlier
+check (``entries.py``).
+
+A regular file is probed, closed, and opened again to be replayed: one is
+open at a time however many are given. A pipe (a FIFO, ``/dev/stdin``,
+``<(zcat a.gz)``) can be read only once: it stays open, and the lines read to
+probe it are kept for the replay, at most ``MAX_READ_AHEAD_BYTES`` of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, closing, contextmanager
+from pathlib import Path
+
+from .accesslog import LogFileError, LogReader, parse_fields, read_lines
+
+PROBED_LINES = 3
+MAX_READ_AHEAD_BYTES = 16 * 1024 * 1024
+"""The most a pipe is read ahead to find its start; past it, it is refused."""
+
+
+class LogFile:
+    """
+    A probed log: when it starts, and its lines from the first.
+
+    Attributes:
+        path: As given.
+        start_us: The median time of its first three parseable lines (the
+            later of two, if it has two), epoch microseconds.
+        size: Its size on disk; 0 for a pipe.
+        is_pipe: True for a pipe, which only one replay can read.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        start_us: int,
+        size: int,
+        pipe: LogReader | None = None,
+        read_ahead: list[bytes] | None = None,
+    ) -> None:
+        self.path = path
+        self.start_us = start_us
+        self.size = size
+        self.is_pipe = pipe is not None
+        self._pipe = pipe
+        self._read_ahead = read_ahead or []
+
+    def numbered(
+        self, on_progress: Callable[[int], None] | None = None
+    ) -> Iterator[tuple[int, bytes]]:
+        """
+        Yield ``(line number, line)`` from line 1: a file is read again, a pipe
+        goes on from where the probe stopped (and can be replayed only once).
+
+        Raises:
+            LogFileError: when the file cannot be read, or the pipe was replayed.
+        """
+        if not self.is_pipe:
+            yield from read_lines(self.path, on_progress)
+            return
+
+        pipe, read_ahead = self._pipe, self._read_ahead
+        if pipe is None:
+            raise LogFileError(f"'{self.path}' is a pipe, and was read already")
+
+        self._pipe, self._read_ahead = None, []
+        with closing(pipe):
+            yield from pipe.numbered(None, read_ahead)
+
+    def close(self) -> None:
+        """Close a pipe not replayed; nothing to do for a file."""
+        if self._pipe is not None:
+            self._pipe.close()
+            self._pipe = None
+
+
+def probe_log(path: Path) -> LogFile:
+    """
+    Open a log and find when it starts.
+
+    Raises:
+        LogFileError: when it cannot be read, is empty, has no parseable line,
+            or is a pipe whose first 16 MiB hold none.
+    """
+    reader = LogReader(path)
+    try:
+        times, read_ahead = _first_times(reader)
+    except BaseException:
+        reader.close()
+        raise
+
+    # Of two times, the later: a line is an outlier only when most say so.
+    start_us = sorted(times)[len(times) // 2]
+    if not reader.is_pipe:
+        reader.close()
+        return LogFile(path, start_us, reader.size)
+
+    return LogFile(path, start_us, 0, reader, read_ahead)
+
+
+def _first_times(reader: LogReader) -> tuple[list[int], list[bytes]]:
+    """The times of the first parseable lines, and the lines read for them."""
+    times: list[int] = []
+    kept: list[bytes] = []
+    kept_bytes, first_problem = 0, ""
+    number = 0
+    for number, raw in enumerate(reader, 1):
+        if reader.is_pipe:
+            kept.append(raw)
+            kept_bytes += len(raw)
+
+        fields = parse_fields(raw)
+        if not isinstance(fields, str):
+            times.append(fields[1])
+            if len(times) == PROBED_LINES:
+                break
+        elif not first_problem and raw.strip():
+            first_problem = f"line {number}: {fields}"
+
+        if kept_bytes > MAX_READ_AHEAD_BYTES:
+            if times:
+                break
+
+            raise LogFileError(
+                f"'{reader.path}' has no parseable line in its first "
+                f"{MAX_READ_AHEAD_BYTES // 2**20} MiB ({first_problem})"
+            )
+
+    if not times:
+        raise LogFileError(_unusable(reader.path, number, first_problem))
+
+    return times, kept
+
+
+def _unusable(path: Path, lines: int, first_problem: str) -> str:
+    if not lines:
+        return f"'{path}' is empty"
+
+    if not first_problem:
+        return f"'{path}' has no log lines (only blank ones)"
+
+    return (
+        f"'{path}' has no parseable line in common or combined log format "
+        f"({first_problem})"
+    )
+
+
+@contextmanager
+def opened_logs(logs: Iterable[Path | LogFile]) -> Iterator[list[LogFile]]:
+    """
+    Probe each path, in the order given; a ``LogFile`` passes as it is.
+
+    The logs probed here are closed on the way out, those passed in are not.
+
+    Raises:
+        LogFileError: for the first log that cannot be replayed.
+    """
+    with ExitStack() as stack:
+        opened = []
+        for log in logs:
+            if not isinstance(log, LogFile):
+                log = stack.enter_context(closing(probe_log(log)))
+
+            opened.append(log)
+
+        yield opened
