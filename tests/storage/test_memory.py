@@ -677,3 +677,71 @@ def test_async_memory_storage_wraps_only_a_memory_storage() -> None:
         AsyncMemoryStorage("x")  # type: ignore[arg-type]
 
     assert caught.value.field == "storage"
+
+
+def test_a_failed_eviction_does_not_stop_later_evictions() -> None:
+    throttler, storage = _filled(2, "evict-lru")
+    login = Throttle("login", 1, 1, block_duration=60)
+    p, q = Throttle("p", 5, 60), Throttle("q", 5, 60)
+    throttler.hit("a", login, now_ms=0)
+    throttler.hit("a", login, now_ms=1)  # a is blocked for a minute
+    throttler.hit("b", p, now_ms=2)
+
+    # b cannot evict itself, and a is blocked: no room for b's second pair.
+    own = throttler.hit("b", q, now_ms=3)
+    # c can evict b, the least recently used client that is not blocked.
+    other = throttler.hit("c", p, now_ms=4)
+
+    assert own.records[0].outcome is Outcome.CAPACITY
+    assert other.allowed
+    stats = storage.stats()
+    assert (stats.pairs, stats.evicted, stats.refused_new) == (2, 1, 1)
+
+
+def test_peek_at_capacity_answers_as_hit_when_every_client_is_blocked() -> None:
+    throttler, _ = _filled(1, "evict-lru")
+    login = Throttle("login", 1, 1, block_duration=10)
+    throttler.hit("a", login, now_ms=0)
+    throttler.hit("a", login, now_ms=1)
+
+    peeked = throttler.peek("b", login, now_ms=2)
+    hit = throttler.hit("b", login, now_ms=2)
+
+    assert hit.records[0].outcome is Outcome.CAPACITY
+    assert peeked == hit
+
+
+def test_peek_at_capacity_counts_the_room_hit_would_sweep() -> None:
+    clock = ManualClock()
+    storage = MemoryStorage(clock=clock, max_pairs=2)
+    throttler = Throttler(storage)
+    throttler.hit("A", Throttle("day", 5, 86_400), Throttle("sec", 5, 1))
+    clock.advance(5)
+
+    peeked = throttler.peek("B", Throttle("sec", 5, 1))
+    hit = throttler.hit("B", Throttle("sec", 5, 1))
+
+    assert hit.allowed
+    assert peeked == hit
+    assert storage.stats().pairs == 2
+
+
+def test_a_full_storage_keeps_the_askers_own_expired_pair() -> None:
+    clock = ManualClock()
+    storage = MemoryStorage(clock=clock, max_pairs=2)
+    throttler = Throttler(storage)
+    sec, day = Throttle("sec", 1, 1), Throttle("day", 5, 86_400)
+    minute = Throttle("min", 5, 60)
+    throttler.hit("A", sec, day)
+    clock.advance(5)  # A's sec pair has expired; A lives on by its day pair
+
+    # The hit would record in A's sec pair and need a third pair for min:
+    # sweeping sec from under it would lose the hit, so there is no room.
+    refused = throttler.hit("A", sec, minute)
+    admitted = throttler.hit("A", sec)
+    full = throttler.hit("A", sec)
+
+    assert [r.outcome for r in refused.records] == [Outcome.CAPACITY] * 2
+    assert admitted.allowed
+    assert full.records[0].outcome is FULL
+    assert storage.stats().pairs == 2

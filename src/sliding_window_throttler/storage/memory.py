@@ -461,18 +461,31 @@ class MemoryStorage:
         if not needed or self._pairs + needed <= self._max_pairs:
             return True
 
-        if not commit:
-            # Limitation: peek assumes an eviction or a sweep would make room;
-            # it finds no room only under reject-new.
-            return self._policy is OverflowPolicy.EVICT_LRU
+        # The asker's own pairs stay: the decision holds them already.
+        if commit:
+            self._sweep_expired_pairs(now, identifier)
+        else:
+            # peek answers as hit would at `now`: count what hit's sweep
+            # would free, without freeing it.
+            needed -= self._expired_pairs(now, identifier)
 
-        self._sweep_expired_pairs(now)
         if self._pairs + needed > self._max_pairs and self._lru:
-            self._evict(identifier, needed, now)
+            victims = self._eviction_victims(identifier, needed, now)
+            if victims is not None and commit:
+                self._evict(victims)
+
+            if victims is not None:
+                return True
 
         if self._pairs + needed <= self._max_pairs:
             return True
 
+        if commit:
+            self._count_refusal()
+
+        return False
+
+    def _count_refusal(self) -> None:
         self._refused_new += 1
         if not self._overflowing:
             self._overflowing = True
@@ -484,9 +497,20 @@ class MemoryStorage:
                 self._policy.value,
             )
 
-        return False
+    def _expired_pairs(self, now: int, keep: str) -> int:
+        """How many pairs a sweep at ``now`` would drop."""
+        if now < self._next_sweep:
+            return 0
 
-    def _sweep_expired_pairs(self, now: int) -> None:
+        return sum(
+            1
+            for identifier, client in self._clients.items()
+            if identifier != keep
+            for pair in client.values()
+            if pair.expires_at() <= now
+        )
+
+    def _sweep_expired_pairs(self, now: int, keep: str) -> None:
         # Expired pairs go before any policy applies, also those of a client
         # whose other pairs live on. A whole pass is O(pairs), so it runs only
         # once something can have expired since the last one.
@@ -497,7 +521,7 @@ class MemoryStorage:
         for identifier, client in list(self._clients.items()):
             for name, pair in list(client.items()):
                 expires = pair.expires_at()
-                if expires <= now:
+                if expires <= now and identifier != keep:
                     del client[name]
                     self._pairs -= 1
                     self._reclaimed += 1
@@ -509,35 +533,46 @@ class MemoryStorage:
 
         self._next_sweep = earliest
 
-    def _evict(self, identifier: str, needed: int, now: int) -> None:
+    def _eviction_victims(
+        self, identifier: str, needed: int, now: int
+    ) -> list[str] | None:
+        """
+        The least recently used clients whose eviction makes room for
+        ``needed`` new pairs, or None when no eviction can.
+        """
         if now < self._no_evictions_until:
-            return
+            return None
 
         victims: list[str] = []
         freed = 0
+        spared = 0  # the asker's own pairs, which another asker could evict
         blocks_end = _NEVER_EXPIRES
         # Least recently used first; blocked clients and the one asking are
         # never evicted. Nothing is evicted unless enough room can be made.
         for candidate, client in self._clients.items():
             if self._pairs - freed + needed <= self._max_pairs:
-                break
-
-            if candidate == identifier:
-                continue
+                return victims
 
             blocked = max(p.blocked_until for p in client.values())
             if blocked > now:
                 blocks_end = min(blocks_end, blocked)
-                continue
+            elif candidate == identifier:
+                spared = len(client)
+            else:
+                victims.append(candidate)
+                freed += len(client)
 
-            victims.append(candidate)
-            freed += len(client)
+        if self._pairs - freed + needed <= self._max_pairs:
+            return victims
 
-        if self._pairs - freed + needed > self._max_pairs:
-            # Until a block ends, nothing more can be evicted: skip the scan.
+        if self._pairs - freed - spared + 1 > self._max_pairs:
+            # Every client that could be evicted is blocked: until a block
+            # ends no asker can evict anyone, so skip the scan till then.
             self._no_evictions_until = blocks_end
-            return
 
+        return None
+
+    def _evict(self, victims: list[str]) -> None:
         if not self._overflowing:
             self._overflowing = True
             logger.warning(
@@ -548,9 +583,9 @@ class MemoryStorage:
             )
 
         for victim in victims:
-            self._pairs -= len(self._clients.pop(victim))
-
-        self._evicted += freed
+            evicted = len(self._clients.pop(victim))
+            self._pairs -= evicted
+            self._evicted += evicted
 
     def _refuse_capacity(
         self,
