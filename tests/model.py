@@ -60,9 +60,18 @@ class _Pair:
 
 @dataclass
 class Model:
-    """The state of every pair, and the decisions taken on it."""
+    """
+    The state of every pair, and the decisions taken on it.
+
+    Time never goes back for a pair (a clock that steps back stands still).
+    With ``one_clock`` it never goes back for the whole model either, as in a
+    ``MemoryStorage``, whose one clock every hit moves forward (a peek reads it
+    without moving it).
+    """
 
     pairs: dict[tuple[str, str], _Pair] = field(default_factory=dict)
+    one_clock: bool = False
+    latest_us: int | None = None
 
     def hit(
         self, identifier: str, specs: list[Spec], cost: int, now_us: int
@@ -90,6 +99,13 @@ class Model:
     def _decide(
         self, identifier: str, specs: list[Spec], cost: int, now_us: int, commit: bool
     ) -> Verdict:
+        if self.one_clock:
+            if self.latest_us is not None:
+                now_us = max(now_us, self.latest_us)
+
+            if commit:
+                self.latest_us = now_us
+
         views = [self._view(identifier, spec, now_us) for spec in specs]
         judged = [
             _judge(spec, ring, blocked, now, cost)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 
 from sliding_window_throttler import (
     ConfigurationError,
+    ManualClock,
     Throttle,
     parse_duration_ms,
     parse_rate,
@@ -141,6 +143,9 @@ BAD_THROTTLES: list[tuple[tuple[object, ...], str, str]] = [
     (("x" * 65, 1, 1), "name", "x" * 65),
     ((5, 1, 1), "name", "5"),
     ((None, 1, 1), "name", "None"),
+    (("x", "10/\n5s"), "limit", "'10/\\n5s'"),
+    (("x", 1, "1\ns"), "ttl", "'1\\ns'"),
+    (("x", 1, 1, "5\ns"), "block_duration", "'5\\ns'"),
 ]
 
 
@@ -229,3 +234,22 @@ def test_integers_too_long_to_print_still_get_a_configuration_error(
         Throttle(*arguments)  # type: ignore[arg-type]
 
     assert len(str(caught.value)) < 300
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: ManualClock("x"), "start_ms"),  # type: ignore[arg-type]
+        (lambda: ManualClock(math.nan), "start_ms"),
+        (lambda: ManualClock().advance(math.inf), "seconds"),
+        (lambda: ManualClock().set_ms(True), "ms"),
+        (lambda: ManualClock().set_us(1.5j), "us"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_manual_clock_refuses_what_is_not_a_finite_number(
+    make: Callable[[], object], field: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        make()
+
+    assert caught.value.field == field

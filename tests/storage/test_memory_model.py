@@ -1,15 +1,16 @@
 """
 MemoryStorage against the reference model, on random traffic.
 
-Times only move forward here: the storage keeps one clock for all its pairs,
-the model one per pair, and they agree exactly when time never steps back
-(``test_memory.py`` checks the storage's backwards clock on its own).
+The storage keeps one clock for all its pairs: where the clock steps back,
+the model does the same (``Model(one_clock=True)``).
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -110,3 +111,80 @@ def test_peeks_match_the_models_would_be_decision_and_change_nothing(
 ) -> None:
     # Every hit after a peek checks that the peek changed nothing.
     _replay(throttles, steps)
+
+
+@dataclass(frozen=True)
+class Move:
+    delta_us: int
+    """May be negative: the clock steps back."""
+    identifier: str
+    version: int
+    """Which definition of the throttle applies: its limit changes."""
+    cost: int
+    peek: bool
+
+
+moves = st.lists(
+    st.builds(
+        Move,
+        st.one_of(
+            st.integers(-3_000, 3_000),
+            st.integers(-2_000, 4_000).map(lambda ms: ms * 1000),
+        ),
+        st.sampled_from(IDENTIFIERS),
+        st.integers(0, 2),
+        st.one_of(st.just(1), st.integers(0, 4)),
+        st.booleans(),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(1, 6), min_size=3, max_size=3),
+    st.sampled_from([1, 5, 1000, 3000]),
+    st.sampled_from([0, 500, 5000]),
+    moves,
+)
+def test_changed_limits_and_a_clock_that_steps_back_decide_as_the_model(
+    limits: list[int], ttl_ms: int, block_ms: int, steps: list[Move]
+) -> None:
+    # One throttle name, three limits in turn; the clock jumps both ways. The
+    # model keeps one clock for all pairs, as the storage does.
+    versions = [Throttle("api", n, ttl_ms / 1000, block_ms / 1000) for n in limits]
+    clock = ManualClock(start_ms=10_000)
+    throttler = Throttler(MemoryStorage(clock=clock))
+    model = Model(one_clock=True)
+    now_us = 10_000_000
+    for number, step in enumerate(steps):
+        now_us += step.delta_us
+        clock.set_us(now_us)
+        throttle = versions[step.version]
+        spec = [spec_of(throttle)]
+        if step.peek:
+            got = throttler.peek(step.identifier, throttle, cost=step.cost)
+            want = model.peek(step.identifier, spec, step.cost, now_us)
+        else:
+            got = throttler.hit(step.identifier, throttle, cost=step.cost)
+            want = model.hit(step.identifier, spec, step.cost, now_us)
+
+        assert as_verdict(got) == want, f"step {number}: {step} at {now_us} us"
+
+
+@pytest.mark.parametrize("limit", [33, 64, 257])
+def test_long_runs_on_large_limits_decide_as_the_model(limit: int) -> None:
+    # Enough hits that dropped times pile up before the pair slices them off
+    # (more than 32 at a time), at gaps that keep the window sliding.
+    rng = random.Random(limit)
+    throttle = Throttle("api", limit, 1)
+    clock = ManualClock()
+    throttler = Throttler(MemoryStorage(clock=clock))
+    model = Model()
+    now_us = 0
+    for number in range(20 * limit):
+        now_us += rng.choice([0, 1, 500, 3_000, 9_000, 40_000])
+        clock.set_us(now_us)
+        got = throttler.hit("one", throttle)
+        want = model.hit("one", [spec_of(throttle)], 1, now_us)
+        assert as_verdict(got) == want, f"hit {number} at {now_us} us"

@@ -6,6 +6,8 @@ import math
 import time
 from typing import Protocol
 
+from ..errors import ConfigurationError
+
 
 class Clock(Protocol):
     """A source of time in whole microseconds."""
@@ -66,9 +68,11 @@ class ManualClock:
 def _to_us(value: float, scale: int, name: str) -> int:
     # A clock is test and simulation equipment: refuse nonsense loudly.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        raise ConfigurationError(
+            name, f"{name} must be a number, got {type(value).__name__} {value!r:.60}"
+        )
 
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise ConfigurationError(name, f"{name} must be finite, got {value!r}")
 
     return value * scale if isinstance(value, int) else round(value * scale)

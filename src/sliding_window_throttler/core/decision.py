@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import suppress
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -168,7 +169,7 @@ class Decision:
     degraded: bool
     strategy: str | None
     _raw: Sequence[RawRecord]
-    _records: tuple[ThrottleRecord, ...] | None
+    _records: tuple[ThrottleRecord, ...]
 
     def __init__(
         self,
@@ -193,7 +194,6 @@ class Decision:
         Allowed only if every throttle admitted; the retry-after is the longest
         wait of the refusing throttles.
         """
-        decision = cls.__new__(cls)
         if len(raw) == 1:
             only = raw[0]
             allowed = only[2] is _ADMITTED
@@ -201,21 +201,17 @@ class Decision:
         else:
             allowed, longest = _overall(raw)
 
-        decision.allowed = allowed
-        decision.retry_after = math.inf if longest == NEVER else longest / US_PER_S
-        decision.degraded = False
-        decision.strategy = None
-        decision._raw = raw
-        decision._records = None
-        return decision
+        retry_after = math.inf if longest == NEVER else longest / US_PER_S
+        return make_decision(raw, allowed, retry_after)
 
     @property
     def records(self) -> tuple[ThrottleRecord, ...]:
         """One record per throttle, in the order they were given."""
-        if self._records is None:
-            self._records = tuple(make_record(*r) for r in self._raw)
-
-        return self._records
+        try:
+            return self._records
+        except AttributeError:  # built from raw numbers: build them once
+            records = self._records = tuple(make_record(*r) for r in self._raw)
+            return records
 
     @property
     def limiting(self) -> ThrottleRecord:
@@ -232,7 +228,17 @@ class Decision:
 
     def as_degraded(self, strategy: str) -> Decision:
         """Return a copy of this decision marked as made by a failure strategy."""
-        return Decision(self.allowed, self.records, self.retry_after, True, strategy)
+        copy = Decision.__new__(Decision)
+        copy.allowed = self.allowed
+        copy.retry_after = self.retry_after
+        copy.degraded = True
+        copy.strategy = strategy
+        copy._raw = self._raw
+        # Records not built yet are built by the copy, from the raw numbers.
+        with suppress(AttributeError):
+            copy._records = self._records
+
+        return copy
 
     def __eq__(self, other: Any) -> bool:
         if not isinstance(other, Decision):
@@ -254,3 +260,30 @@ class Decision:
             f"Decision(allowed={self.allowed}, retry_after={self.retry_after}, "
             f"records={list(self.records)!r}{extra})"
         )
+
+
+class _Built(Decision):
+    """
+    A ``Decision`` from raw numbers (``make_decision``): no ``__init__`` of
+    its own, and ``degraded``/``strategy`` from the class, so making one costs
+    half as much on every hit. Its records are built on first access.
+    """
+
+    __slots__ = ()
+    __init__ = object.__init__
+    degraded = False
+    strategy = None
+
+
+def make_decision(
+    raw: Sequence[RawRecord], allowed: bool, retry_after: float
+) -> Decision:
+    """
+    The decision over raw per-throttle numbers whose verdict the caller
+    already knows (``from_raw`` works it out).
+    """
+    decision: Decision = _Built()
+    decision.allowed = allowed
+    decision.retry_after = retry_after
+    decision._raw = raw
+    return decision

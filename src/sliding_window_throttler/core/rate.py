@@ -44,9 +44,11 @@ _UNIT_MS = {
     "weeks": 604_800_000,
 }
 _UNITS_TEXT = "ms, s, m/min/minute, h/hour, d/day, w/week"
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*", re.ASCII)
+# Spaces and tabs only: a newline inside a spec is a mistake, not a separator.
+_DURATION = re.compile(r"[ \t]*(\d+(?:\.\d+)?|\.\d+)[ \t]*([a-zA-Z]*)[ \t]*", re.ASCII)
 _SPEC = re.compile(
-    r"\s*(\d+)\s*(?:/|\s+per\s+)\s*(\d+(?:\.\d+)?)?\s*([a-zA-Z]+)\s*",
+    r"[ \t]*(\d+)[ \t]*(?:/|[ \t]+per[ \t]+)[ \t]*"
+    r"(\d+(?:\.\d+)?)?[ \t]*([a-zA-Z]+)[ \t]*",
     re.IGNORECASE | re.ASCII,
 )
 

@@ -24,18 +24,20 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import threading
-from collections import OrderedDict
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from time import monotonic_ns
 
 from ..core.clock import Clock, MonotonicClock
-from ..core.decision import Decision, Outcome
+from ..core.decision import NEVER, US_PER_S, Decision, Outcome, make_decision
 from ..core.rate import Throttle
 from ..core.sliding_window import judge
 from ..errors import ConfigurationError, shown
+from .base import StorageHealth
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +78,29 @@ class MemoryStats:
     reclaimed: int
 
 
-class _Pair:
-    __slots__ = ("blocked_until", "times", "ttl_us")
+class _Pair(list[int]):
+    """
+    One (identifier, throttle) pair: the list of its admission times, in
+    ascending order from ``start`` on, never more than ``limit`` of them, and
+    when its block ends. (One object per pair, not a pair and its list: a
+    million clients are half as many objects for the garbage collector.)
+
+    Dropped times stay before ``start`` until they are half the list, then go
+    in one slice: a decision never moves the whole list (O(1) amortized,
+    whatever the limit), and the list holds at most twice ``limit`` entries.
+    """
+
+    __slots__ = ("blocked_until", "start", "ttl_us")
 
     def __init__(self, ttl_us: int) -> None:
-        self.times: list[int] = []
+        self.start = 0
         self.blocked_until = _NEVER_BLOCKED
         self.ttl_us = ttl_us
 
     def expires_at(self) -> int:
-        last = self.times[-1] + self.ttl_us if self.times else 0
+        # The newest time is kept unless every time was dropped, and then it
+        # has left the window: either way it says when the pair expires.
+        last = self[-1] + self.ttl_us if self else 0
         return max(last, self.blocked_until)
 
 
@@ -94,38 +109,81 @@ _ADMITTED = Outcome.ADMITTED
 _LIMIT_REACHED = Outcome.LIMIT_REACHED
 
 
+_COMPACT_AFTER = 32
+"""Dropped times a pair keeps before it considers slicing them off."""
+_RESCAN_US = 1_000_000
+"""How long a full storage trusts its scan of when room appears."""
+
+
 def _judge(
     pair: _Pair | None, throttle: Throttle, cost: int, now: int
-) -> tuple[Outcome, int, int, int]:
+) -> tuple[Outcome, int, int, int, int]:
     if pair is None:
         return judge(
             _NO_TIMES, _NEVER_BLOCKED, now, throttle.limit, throttle.ttl_us, cost
         )
 
     return judge(
-        pair.times, pair.blocked_until, now, throttle.limit, throttle.ttl_us, cost
+        pair,
+        pair.blocked_until,
+        now,
+        throttle.limit,
+        throttle.ttl_us,
+        cost,
+        pair.start,
     )
 
 
-def _expires_in(
-    pair: _Pair | None,
-    throttle: Throttle,
-    in_window: int,
-    cost: int,
-    now: int,
-    recorded: bool,
-) -> int:
+def _hit_once(pair: _Pair, throttle: Throttle, now: int) -> Decision | None:
     """
-    Time until the oldest counted hit leaves the window after a decision.
-
-    Read before the hit is recorded: recording keeps every hit in the window
-    (``in_window + cost <= limit``), so the oldest stays the oldest.
+    ``judge`` and ``_record`` for the commonest hit, in fewer steps: cost 1,
+    on a pair that exists and is not blocked. None when the hit would start
+    a block (``_decide_one`` does that). The property tests run every hit
+    through here and compare it with the reference model.
     """
-    if pair is None or not in_window:
-        return throttle.ttl_us if recorded and cost else 0
+    times = pair  # the pair is the list of its times
+    start = pair.start
+    end = len(times)
+    limit = throttle.limit
+    ttl = throttle.ttl_us
+    if end - start >= limit:
+        # The oldest of the newest `limit` hits: while it is in the window,
+        # the window is full and the hit waits for exactly it to leave.
+        wait = times[end - limit] + ttl - now
+        if wait > 0:
+            if throttle.block_duration_us:
+                return None
 
-    times = pair.times
-    return times[len(times) - in_window] + throttle.ttl_us - now
+            raw = (
+                throttle.name,
+                limit,
+                _LIMIT_REACHED,
+                limit,
+                1,
+                wait,
+                wait,
+                False,
+                False,
+            )
+            return make_decision((raw,), False, wait / US_PER_S)
+
+    expired = bisect_right(times, now - ttl, start) - start
+    in_window = end - start - expired
+    expires_in = times[end - in_window] + ttl - now if in_window else ttl
+    # Admitted: the newest limit-th time has left the window, so every time
+    # beyond the limit (a lowered one) has left too and `expired` covers it.
+    if expired:
+        start += expired
+        if start > _COMPACT_AFTER and start * 2 >= end:
+            del times[:start]
+            start = 0
+
+        pair.start = start
+
+    times.append(now)
+    pair.ttl_us = ttl
+    raw = (throttle.name, limit, _ADMITTED, in_window, 1, 0, expires_in, True, False)
+    return make_decision((raw,), True, 0.0)
 
 
 class MemoryStorage:
@@ -179,16 +237,22 @@ class MemoryStorage:
         self._monotonic = clock is None
         self._max_pairs = max_pairs
         self._lock = threading.Lock()
-        self._clients: OrderedDict[str, _Client] = OrderedDict()
+        # A plain dict keeps insertion order, which evict-lru renews by
+        # re-inserting a client on each hit: cheaper than an OrderedDict.
+        self._clients: dict[str, _Client] = {}
         self._due: list[tuple[int, str]] = []
+        self._next_due = _NEVER_EXPIRES  # the head of _due, read on every hit
         self._pairs = 0
         self._high_water = _NEVER_BLOCKED
         self._refused_new = 0
         self._evicted = 0
         self._reclaimed = 0
-        self._overflowing = False
+        self._overflowing = False  # full, evicting or refusing: logged once
+        self._refusing = False  # full and refusing new clients
         self._lru = self._policy is OverflowPolicy.EVICT_LRU
         self._next_sweep = _NEVER_EXPIRES
+        self._room_at = _NEVER_BLOCKED  # unknown: scan when first needed
+        self._room_scanned_at = _NEVER_BLOCKED
         self._no_evictions_until = _NEVER_BLOCKED
         self._clients_high = 0
 
@@ -213,13 +277,47 @@ class MemoryStorage:
             else:
                 self._high_water = now
 
-            if self._due and self._due[0][0] <= now:
+            if now >= self._next_due:
                 self._reclaim_due(now)
 
             if len(throttles) == 1:
                 return self._decide_one(identifier, throttles[0], cost, now, True)
 
             return self._decide(identifier, throttles, cost, now, commit=True)
+
+    def hit_one(self, identifier: str, throttle: Throttle, cost: int) -> Decision:
+        """
+        ``hit(identifier, (throttle,), cost)`` on the storage's clock: the
+        path ``Throttler.hit`` takes for one throttle, which spares a busy
+        client a few steps (above all when its window is full).
+        """
+        lock = self._lock
+        lock.acquire()  # not `with`: half the cost, on every decision
+        try:
+            now = monotonic_ns() // 1000 if self._monotonic else self._clock.now_us()
+            if now < self._high_water:
+                now = self._high_water
+            else:
+                self._high_water = now
+
+            if now >= self._next_due:
+                self._reclaim_due(now)
+
+            client = self._clients.get(identifier)
+            pair = client.get(throttle.name) if client is not None else None
+            if (
+                pair is not None
+                and cost == 1
+                and pair.blocked_until <= now
+                and not self._lru
+            ):
+                decision = _hit_once(pair, throttle, now)
+                if decision is not None:
+                    return decision
+
+            return self._decide_one(identifier, throttle, cost, now, True)
+        finally:
+            lock.release()
 
     def peek(
         self,
@@ -235,7 +333,7 @@ class MemoryStorage:
             # Reclaiming what expired by the storage clock changes no answer,
             # and lets the capacity check see what hit would see. (Not up to
             # `now`: a peek ahead in time must not move the storage clock.)
-            if self._due and self._due[0][0] <= self._high_water:
+            if self._high_water >= self._next_due:
                 self._reclaim_due(self._high_water)
 
             if len(throttles) == 1:
@@ -265,6 +363,23 @@ class MemoryStorage:
     def close(self) -> None:
         """Nothing to release; present for the ``Storage`` protocol."""
 
+    def health(self) -> StorageHealth:
+        """
+        Healthy unless it is full and refusing new clients (``reject-new``)
+        or unable to evict anyone (``evict-lru``); never raises.
+        """
+        with self._lock:
+            pairs, refusing = self._pairs, self._refusing
+            evicting = self._overflowing and not refusing
+
+        detail = f"in memory, {pairs:,} of {self._max_pairs:,} pairs tracked"
+        if refusing:
+            detail += f"; full: new clients are refused (overflow={self._policy})"
+        elif evicting:
+            detail += "; full: the least recently used clients are evicted"
+
+        return StorageHealth(healthy=not refusing, backend="memory", detail=detail)
+
     def stats(self) -> MemoryStats:
         """Return the current counters."""
         with self._lock:
@@ -289,7 +404,7 @@ class MemoryStorage:
     ) -> Decision:
         client = self._clients.get(identifier)
         if commit and client is not None and self._lru:
-            self._clients.move_to_end(identifier)
+            self._clients[identifier] = self._clients.pop(identifier)
 
         pairs = [client.get(t.name) if client else None for t in throttles]
         verdicts = [
@@ -307,8 +422,10 @@ class MemoryStorage:
 
         raw = []
         for throttle, pair, verdict in zip(throttles, pairs, verdicts, strict=True):
-            outcome, expired, in_window, wait = verdict
-            expires_in = _expires_in(pair, throttle, in_window, cost, now, recorded)
+            outcome, expired, in_window, wait, expires_in = verdict
+            if recorded and not in_window:
+                expires_in = throttle.ttl_us  # the hit recorded now is the oldest
+
             blocked = pair is not None and pair.blocked_until > now
             if recorded and commit:
                 self._record(identifier, throttle, pair, expired, cost, now)
@@ -338,66 +455,68 @@ class MemoryStorage:
         # The same steps as _decide, without its lists: most hits carry one
         # throttle.
         client = self._clients.get(identifier)
-        if client is None:
-            pair = None
-            verdict = judge(
-                _NO_TIMES, _NEVER_BLOCKED, now, throttle.limit, throttle.ttl_us, cost
-            )
-        else:
+        pair = None
+        if client is not None:
             if commit and self._lru:
-                self._clients.move_to_end(identifier)
+                self._clients[identifier] = self._clients.pop(identifier)
 
             pair = client.get(throttle.name)
-            if pair is None:
-                verdict = judge(
-                    _NO_TIMES,
-                    _NEVER_BLOCKED,
-                    now,
-                    throttle.limit,
-                    throttle.ttl_us,
-                    cost,
-                )
-            else:
-                verdict = judge(
-                    pair.times,
-                    pair.blocked_until,
-                    now,
-                    throttle.limit,
-                    throttle.ttl_us,
-                    cost,
-                )
 
-        outcome, expired, in_window, wait = verdict
-        recorded = outcome is _ADMITTED and cost > 0
-        expires_in = _expires_in(pair, throttle, in_window, cost, now, recorded)
-        blocked = pair is not None and pair.blocked_until > now
-        if (
-            recorded
-            and pair is None
-            and not self._make_room(identifier, [None], now, commit)
-        ):
-            return self._refuse_capacity((throttle,), [verdict], cost, now)
-
-        if recorded and commit:
-            self._record(identifier, throttle, pair, expired, cost, now)
-        elif outcome is _LIMIT_REACHED and throttle.block_duration_us:
-            wait = self._start_block(throttle, pair, now, wait, commit)
-            blocked = True
-
-        return Decision.from_raw(
-            (
-                (
-                    throttle.name,
-                    throttle.limit,
-                    outcome,
-                    in_window,
-                    cost,
-                    wait,
-                    expires_in,
-                    recorded,
-                    blocked,
-                ),
+        if pair is None:
+            outcome, expired, in_window, wait, expires_in = judge(
+                _NO_TIMES, _NEVER_BLOCKED, now, throttle.limit, throttle.ttl_us, cost
             )
+            blocked = False
+        else:
+            outcome, expired, in_window, wait, expires_in = judge(
+                pair,
+                pair.blocked_until,
+                now,
+                throttle.limit,
+                throttle.ttl_us,
+                cost,
+                pair.start,
+            )
+            blocked = pair.blocked_until > now
+
+        if outcome is _ADMITTED and cost:
+            if not in_window:
+                expires_in = throttle.ttl_us  # the hit recorded now is the oldest
+
+            if (
+                pair is None
+                and self._pairs >= self._max_pairs
+                and not self._make_room(identifier, [None], now, commit)
+            ):
+                verdicts = [(outcome, expired, in_window, wait, expires_in)]
+                return self._refuse_capacity((throttle,), verdicts, cost, now)
+
+            if commit:
+                self._record(identifier, throttle, pair, expired, cost, now)
+
+            recorded = True
+        else:
+            recorded = False
+            if outcome is _LIMIT_REACHED and throttle.block_duration_us:
+                wait = self._start_block(throttle, pair, now, wait, commit)
+                blocked = True
+
+        raw = (
+            throttle.name,
+            throttle.limit,
+            outcome,
+            in_window,
+            cost,
+            wait,
+            expires_in,
+            recorded,
+            blocked,
+        )
+        if recorded or outcome is _ADMITTED:
+            return make_decision((raw,), True, 0.0)
+
+        return make_decision(
+            (raw,), False, math.inf if wait == NEVER else wait / US_PER_S
         )
 
     def _start_block(
@@ -426,12 +545,18 @@ class MemoryStorage:
         else:
             pair.ttl_us = throttle.ttl_us
 
-        times = pair.times
+        times = pair  # the pair is the list of its times
         # Expired hits never count again (the clock does not go back), and a
         # lowered limit keeps only the newest admissions.
-        drop = max(expired, len(times) + cost - throttle.limit)
+        start = pair.start
+        drop = max(expired, len(times) - start + cost - throttle.limit)
         if drop > 0:
-            del times[:drop]
+            start += drop
+            if start > _COMPACT_AFTER and start * 2 >= len(times):
+                del times[:start]
+                start = 0
+
+            pair.start = start
 
         if cost == 1:
             times.append(now)
@@ -445,14 +570,21 @@ class MemoryStorage:
         if client is None:
             client = self._clients[identifier] = {}
             heapq.heappush(self._due, (due, identifier))
+            self._next_due = self._due[0][0]
             self._no_evictions_until = _NEVER_BLOCKED  # a new evictable client
             if len(self._due) > 2 * len(self._clients) + 1024:
                 self._rebuild_due()
 
         client[name] = pair
         self._pairs += 1
-        self._next_sweep = min(self._next_sweep, due)
-        self._clients_high = max(self._clients_high, len(self._clients))
+        if due < self._next_sweep:
+            self._next_sweep = due
+
+        if due < self._room_at:
+            self._room_at = due
+
+        if len(self._clients) > self._clients_high:
+            self._clients_high = len(self._clients)
 
     def _make_room(
         self, identifier: str, pairs: list[_Pair | None], now: int, commit: bool
@@ -487,8 +619,8 @@ class MemoryStorage:
 
     def _count_refusal(self) -> None:
         self._refused_new += 1
-        if not self._overflowing:
-            self._overflowing = True
+        if not self._refusing:
+            self._overflowing = self._refusing = True
             logger.warning(
                 "memory storage is full (%d pairs tracked, max_pairs=%d, "
                 "overflow=%s): refusing new clients until pairs expire",
@@ -590,11 +722,11 @@ class MemoryStorage:
     def _refuse_capacity(
         self,
         throttles: Sequence[Throttle],
-        verdicts: list[tuple[Outcome, int, int, int]],
+        verdicts: list[tuple[Outcome, int, int, int, int]],
         cost: int,
         now: int,
     ) -> Decision:
-        wait = max(self._room_expected_at() - now, 1)
+        wait = max(self._room_expected_at(now) - now, 1)
         return Decision.from_raw(
             [
                 (t.name, t.limit, Outcome.CAPACITY, v[2], cost, wait, 0, False, False)
@@ -602,29 +734,25 @@ class MemoryStorage:
             ]
         )
 
-    def _room_expected_at(self) -> int:
-        """When the first tracked pair expires or becomes evictable."""
-        at = self._next_sweep
+    def _room_expected_at(self, now: int) -> int:
+        """
+        When room may appear: the first end of a tracked pair's window or
+        block, or for evict-lru of a block that keeps a client from eviction.
+
+        Hits push pairs' ends later after they were noted, so the ends are
+        scanned again (O(pairs)) once the noted one has passed, and at most
+        once a second while the storage stays full.
+        """
+        if now >= self._room_at or now >= self._room_scanned_at + _RESCAN_US:
+            ends = (p.expires_at() for c in self._clients.values() for p in c.values())
+            self._room_at = min((e for e in ends if e > now), default=_NEVER_EXPIRES)
+            self._room_scanned_at = now
+
+        at = self._room_at
         if self._lru and self._no_evictions_until != _NEVER_BLOCKED:
             at = min(at, self._no_evictions_until)
 
-        due = self._due
-        while due:
-            # Entries may be early (clients get busier): bring the head up to
-            # date so the wait is not understated.
-            scheduled, identifier = due[0]
-            client = self._clients.get(identifier)
-            if client is None:
-                heapq.heappop(due)
-                continue
-
-            expires = max((p.expires_at() for p in client.values()), default=0)
-            if expires == scheduled:
-                return min(at, expires)
-
-            heapq.heapreplace(due, (expires, identifier))
-
-        return at if at != _NEVER_EXPIRES else 0
+        return at if at != _NEVER_EXPIRES else now
 
     def _reclaim_due(self, now: int) -> None:
         due = self._due
@@ -643,14 +771,15 @@ class MemoryStorage:
             self._pairs -= len(client)
             self._reclaimed += len(client)
 
+        self._next_due = due[0][0] if due else _NEVER_EXPIRES
         # A dict never shrinks its table on deletion: copy it once it is mostly
         # empty, so memory returns when clients leave.
         if len(self._clients) < self._clients_high // 4:
-            self._clients = OrderedDict(self._clients)
+            self._clients = dict(self._clients)
             self._clients_high = len(self._clients)
 
         if self._overflowing and self._pairs < self._max_pairs:
-            self._overflowing = False
+            self._overflowing = self._refusing = False
             logger.warning(
                 "memory storage has room again (%d of %d pairs)",
                 self._pairs,
@@ -663,6 +792,7 @@ class MemoryStorage:
             for identifier, c in self._clients.items()
         ]
         heapq.heapify(self._due)
+        self._next_due = self._due[0][0] if self._due else _NEVER_EXPIRES
 
 
 class AsyncMemoryStorage:
@@ -723,6 +853,10 @@ class AsyncMemoryStorage:
 
     async def close(self) -> None:
         """Nothing to release."""
+
+    async def health(self) -> StorageHealth:
+        """See ``MemoryStorage.health``."""
+        return self.sync.health()
 
     def stats(self) -> MemoryStats:
         """Return the current counters."""
