@@ -98,3 +98,15 @@ def test_bad_settings_are_configuration_errors_naming_the_field(
 
     assert info.value.field == field
     assert repr(value) in info.value.message
+
+
+def test_an_override_skips_the_bad_variable_it_replaces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The facades rely on this: an explicit argument's variable is not checked.
+    monkeypatch.setenv("FAILURE_STRATEGY", "fail-sometimes")
+    monkeypatch.setenv("SWT_DEADLINE", "soon")
+
+    settings = ThrottlerSettings.from_env(failure_strategy="local", deadline="1s")
+
+    assert (settings.failure_strategy, settings.deadline) == ("local", 1.0)

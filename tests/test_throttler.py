@@ -14,8 +14,10 @@ from sliding_window_throttler import (
     KeyGenerationError,
     ManualClock,
     MemoryStorage,
+    RateLimitExceededError,
     Throttle,
     Throttler,
+    ThrottlerErrorCode,
 )
 
 API = Throttle("api", 1, 60)
@@ -224,3 +226,90 @@ def test_a_storage_of_the_wrong_kind_is_refused_at_construction(
 
     assert caught.value.field == "storage"
     assert hint in str(caught.value)
+
+
+# enforce(): a refusal raises RateLimitExceededError.
+
+BURST = Throttle("burst", 2, 10)
+SUSTAINED = Throttle("sustained", 3, 60)
+
+
+def test_enforce_returns_the_admitting_decision(throttler: Throttler) -> None:
+    decision = throttler.enforce("a", API)
+
+    assert decision.allowed
+    assert decision.records[0].total_hits == 1
+
+
+def test_enforce_raises_with_the_throttle_that_refused() -> None:
+    clock = ManualClock()
+    throttler = Throttler(MemoryStorage(clock=clock))
+    for at in (0, 11, 12):
+        clock.set_ms(at * 1000)
+        throttler.enforce("a", BURST, SUSTAINED)
+
+    clock.set_ms(13_000)
+    with pytest.raises(RateLimitExceededError) as info:
+        throttler.enforce("a", BURST, SUSTAINED)
+
+    error = info.value
+    assert (error.limit, error.current, error.retry_after) == (3, 4, 47.0)
+    assert error.code == ThrottlerErrorCode.RATE_LIMIT_EXCEEDED
+    assert not error.is_recoverable
+    assert error.message == (
+        "rate limit exceeded: throttle 'sustained' allows 3 hits per window "
+        "(4 with this one); retry in 47.000s"
+    )
+    assert error.context == {
+        "limit": 3,
+        "current": 4,
+        "retry_after": 47.0,
+        "throttle": "sustained",
+        "outcome": "limit_reached",
+        "degraded": False,
+        "strategy": None,
+    }
+    assert throttler.peek("a", SUSTAINED, cost=0).records[0].total_hits == 3
+
+
+def test_enforce_says_when_a_hit_can_never_succeed(throttler: Throttler) -> None:
+    with pytest.raises(RateLimitExceededError) as info:
+        throttler.enforce("a", BURST, cost=5)
+
+    error = info.value
+    assert (error.limit, error.current, error.retry_after) == (2, 5, math.inf)
+    assert error.message.endswith(
+        "this hit can never succeed (its cost is above the limit)"
+    )
+    assert error.context["outcome"] == "cost_exceeds_limit"
+
+
+def test_async_enforce_admits_then_raises() -> None:
+    throttler = AsyncThrottler(AsyncMemoryStorage(clock=ManualClock()))
+
+    async def scenario() -> RateLimitExceededError:
+        assert (await throttler.enforce("a", BURST)).allowed
+        assert (await throttler.enforce("a", BURST)).allowed
+        with pytest.raises(RateLimitExceededError) as info:
+            await throttler.enforce("a", BURST)
+
+        return info.value
+
+    error = asyncio.run(scenario())
+
+    assert (error.limit, error.current, error.retry_after) == (2, 3, 10.0)
+
+
+# health()
+
+
+def test_a_memory_throttler_is_healthy_and_has_no_breaker() -> None:
+    sync_health = Throttler(MemoryStorage()).health()
+    async_health = asyncio.run(AsyncThrottler().health())
+
+    for health in (sync_health, async_health):
+        assert (health.healthy, health.backend, health.breaker) == (
+            True,
+            "memory",
+            None,
+        )

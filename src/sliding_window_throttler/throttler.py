@@ -3,6 +3,11 @@ The facade: ``Throttler`` and ``AsyncThrottler`` over a storage.
 
 Both faces share ``_ThrottlerCore``, which validates arguments and turns them
 into the storage's terms; the faces only call the storage, one with ``await``.
+
+A storage that can fail (anything but memory) is wrapped in a resilient
+storage unless the caller opts out (``resilient=False``): its failure
+strategy, breaker, retries and deadline come from the arguments, else from
+the environment (``ThrottlerSettings``: ``FAILURE_STRATEGY``, ``SWT_*``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,12 @@ from typing import Any
 
 from .core.decision import Decision
 from .core.rate import Duration, Throttle
-from .errors import ConfigurationError, KeyGenerationError, shown
+from .errors import (
+    ConfigurationError,
+    KeyGenerationError,
+    RateLimitExceededError,
+    shown,
+)
 from .recovery import (
     AsyncResilientStorage,
     CircuitBreaker,
@@ -21,8 +31,10 @@ from .recovery import (
     FailureMode,
     RecoveryStrategy,
     ResilientStorage,
+    astorage_health,
+    storage_health,
 )
-from .storage.base import AsyncStorage, Storage
+from .storage.base import AsyncStorage, Storage, StorageHealth
 from .storage.memory import AsyncMemoryStorage, MemoryStorage
 
 MAX_IDENTIFIER_LENGTH = 65_536
@@ -105,6 +117,7 @@ def resilience_options(
     breaker: CircuitBreaker | None,
     retry: ExponentialBackoff | None,
     deadline: Duration | None,
+    app_servers: int | None = None,
 ) -> dict[str, Any]:
     """The arguments given for a resilient storage; empty when none was."""
     given = {
@@ -112,8 +125,79 @@ def resilience_options(
         "breaker": breaker,
         "retry": retry,
         "deadline": deadline,
+        "app_servers": app_servers,
     }
     return {name: value for name, value in given.items() if value is not None}
+
+
+_NEVER_FAILS = (MemoryStorage, AsyncMemoryStorage)
+_RESILIENT = (ResilientStorage, AsyncResilientStorage)
+
+
+def needs_wrapping(
+    storage: object, options: dict[str, Any], resilient: bool | None
+) -> bool:
+    """
+    Whether the facade wraps ``storage`` in a resilient storage.
+
+    Memory storages never fail, so they stay bare (and their hot path free)
+    unless ``resilient=True``; so does a storage that is resilient already.
+
+    Raises:
+        ConfigurationError: for options that cannot apply (``resilient=False``,
+            or a storage that is resilient already).
+    """
+    if resilient is not None and not isinstance(resilient, bool):
+        raise ConfigurationError(
+            "resilient",
+            f"resilient must be True, False or None, got {shown(resilient)}",
+        )
+
+    given = ", ".join(f"{name}=" for name in options)
+    if resilient is False:
+        if options:
+            raise ConfigurationError(
+                "resilient",
+                f"resilient=False leaves the storage bare, so {given} cannot "
+                "apply: drop them, or the flag",
+            )
+
+        return False
+
+    if isinstance(storage, _RESILIENT):
+        if options:
+            raise ConfigurationError(
+                "storage",
+                f"the storage is a {type(storage).__name__} already: give {given} "
+                "to it, not to the throttler",
+            )
+
+        return False
+
+    return resilient is True or not isinstance(storage, _NEVER_FAILS)
+
+
+def refused_error(decision: Decision) -> RateLimitExceededError:
+    """The ``RateLimitExceededError`` of a refusing decision (its limiting record)."""
+    record = decision.limiting
+    if decision.can_succeed:
+        when = f"retry in {decision.retry_after:.3f}s"
+    else:
+        when = "this hit can never succeed (its cost is above the limit)"
+
+    return RateLimitExceededError(
+        f"rate limit exceeded: throttle {record.name!r} allows {record.limit} "
+        f"hits per window ({record.total_hits} with this one); {when}",
+        record.limit,
+        record.total_hits,
+        decision.retry_after,
+        context={
+            "throttle": record.name,
+            "outcome": str(record.outcome),
+            "degraded": decision.degraded,
+            "strategy": decision.strategy,
+        },
+    )
 
 
 def check_storage(storage: object, *, asynchronous: bool) -> None:
@@ -165,6 +249,13 @@ class Throttler:
     Throttle("sustained", "100/minute"))`` admits the hit only if both admit
     it, records it in both, and returns a ``Decision`` with one record each.
 
+    A storage that can fail (Redis, your own) is wrapped in a
+    ``ResilientStorage``: its settings come from the arguments below, and
+    those not given from the environment (``ThrottlerSettings``:
+    ``FAILURE_STRATEGY``, ``SWT_*``; fail-closed by default). Memory storages
+    never fail and stay bare (the failure arguments then change nothing), as
+    does a storage that is resilient already.
+
     Args:
         storage: Where state lives (default: a new ``MemoryStorage``).
         failure_strategy: What decides when the storage fails:
@@ -172,10 +263,15 @@ class Throttler:
         breaker: The circuit breaker around the storage.
         retry: Retry attempts and backoff for calls that are safe to retry.
         deadline: The longest a decision may take, retries included.
+        app_servers: For ``local``: how many app servers split each limit
+            (each enforces ``ceil(limit / app_servers)``).
+        resilient: False leaves the storage bare, so that storage errors
+            reach the caller; True wraps even a memory storage; None (the
+            default) wraps a storage that can fail.
 
-    Giving any of the last four wraps the storage in a ``ResilientStorage``
-    (the others take its defaults); giving none leaves it bare, and storage
-    errors reach the caller.
+    Raises:
+        ConfigurationError: for a bad argument, or a bad variable in the
+            environment (naming it).
     """
 
     def __init__(
@@ -186,15 +282,22 @@ class Throttler:
         breaker: CircuitBreaker | None = None,
         retry: ExponentialBackoff | None = None,
         deadline: Duration | None = None,
+        app_servers: int | None = None,
+        resilient: bool | None = None,
     ) -> None:
         storage = storage if storage is not None else MemoryStorage()
         check_storage(storage, asynchronous=False)
-        options = resilience_options(failure_strategy, breaker, retry, deadline)
-        if options:
-            storage = ResilientStorage(storage, **options)
+        options = resilience_options(
+            failure_strategy, breaker, retry, deadline, app_servers
+        )
+        if needs_wrapping(storage, options, resilient):
+            storage = ResilientStorage.from_settings(storage, **options)
 
         self.storage: Storage = storage
         self._core = _ThrottlerCore()
+        # MemoryStorage's shortcut for a hit on one throttle (not a subclass's:
+        # it may override hit).
+        self._hit_one = storage.hit_one if type(storage) is MemoryStorage else None
 
     def hit(
         self,
@@ -228,6 +331,9 @@ class Throttler:
         ):
             # The common case, checked inline on the hot path; anything else
             # gets the full checks, which say what is wrong.
+            if self._hit_one is not None:
+                return self._hit_one(identifier, throttles[0], cost)
+
             return self.storage.hit(identifier, throttles, cost, None)
 
         return self.storage.hit(
@@ -246,10 +352,41 @@ class Throttler:
             *self._core.prepare(identifier, throttles, cost, now_ms)
         )
 
+    def enforce(
+        self,
+        identifier: str,
+        *throttles: Throttle,
+        cost: int = 1,
+        now_ms: float | None = None,
+    ) -> Decision:
+        """
+        Decide a hit like ``hit``, and raise when it is refused.
+
+        Returns:
+            The admitting decision.
+
+        Raises:
+            RateLimitExceededError: with the ``limit``, ``current`` hits and
+                ``retry_after`` of the throttle that refused (the longest
+                wait): answer 429.
+        """
+        decision = self.hit(identifier, *throttles, cost=cost, now_ms=now_ms)
+        if not decision.allowed:
+            raise refused_error(decision)
+
+        return decision
+
     def reset(self, identifier: str, *throttles: Throttle) -> None:
         """Forget the hits and blocks of ``identifier`` (all throttles if none)."""
         check_identifier(identifier)
         self.storage.reset(identifier, check_throttles(throttles) if throttles else ())
+
+    def health(self) -> StorageHealth:
+        """
+        The storage's health (with the breaker's state when it is wrapped);
+        a storage without a health check is reported healthy. Never raises.
+        """
+        return storage_health(self.storage)
 
     def close(self) -> None:
         """Close the storage."""
@@ -260,6 +397,9 @@ class AsyncThrottler:
     """
     The asyncio face of ``Throttler``: the same methods, awaited.
 
+    A storage that can fail is wrapped in an ``AsyncResilientStorage``, as
+    ``Throttler`` wraps one in a ``ResilientStorage``.
+
     Args:
         storage: Where state lives (default: a new ``AsyncMemoryStorage``).
         failure_strategy: See ``Throttler``.
@@ -267,6 +407,8 @@ class AsyncThrottler:
         retry: See ``Throttler``.
         deadline: See ``Throttler``; the async face also cuts a storage call
             still running at the deadline.
+        app_servers: See ``Throttler``.
+        resilient: See ``Throttler``.
     """
 
     def __init__(
@@ -277,13 +419,16 @@ class AsyncThrottler:
         breaker: CircuitBreaker | None = None,
         retry: ExponentialBackoff | None = None,
         deadline: Duration | None = None,
+        app_servers: int | None = None,
+        resilient: bool | None = None,
     ) -> None:
         storage = storage if storage is not None else AsyncMemoryStorage()
         check_storage(storage, asynchronous=True)
-
-        options = resilience_options(failure_strategy, breaker, retry, deadline)
-        if options:
-            storage = AsyncResilientStorage(storage, **options)
+        options = resilience_options(
+            failure_strategy, breaker, retry, deadline, app_servers
+        )
+        if needs_wrapping(storage, options, resilient):
+            storage = AsyncResilientStorage.from_settings(storage, **options)
 
         self.storage: AsyncStorage = storage
         self._core = _ThrottlerCore()
@@ -312,12 +457,30 @@ class AsyncThrottler:
             *self._core.prepare(identifier, throttles, cost, now_ms)
         )
 
+    async def enforce(
+        self,
+        identifier: str,
+        *throttles: Throttle,
+        cost: int = 1,
+        now_ms: float | None = None,
+    ) -> Decision:
+        """Decide a hit, and raise when it is refused; see ``Throttler.enforce``."""
+        decision = await self.hit(identifier, *throttles, cost=cost, now_ms=now_ms)
+        if not decision.allowed:
+            raise refused_error(decision)
+
+        return decision
+
     async def reset(self, identifier: str, *throttles: Throttle) -> None:
         """Forget the hits and blocks of ``identifier`` (all throttles if none)."""
         check_identifier(identifier)
         await self.storage.reset(
             identifier, check_throttles(throttles) if throttles else ()
         )
+
+    async def health(self) -> StorageHealth:
+        """The storage's health, its check awaited; see ``Throttler.health``."""
+        return await astorage_health(self.storage)
 
     async def close(self) -> None:
         """Close the storage."""

@@ -14,13 +14,12 @@ from collections.abc import Callable, Sequence
 from sliding_window_throttler import Decision, MemoryStorage, Throttle
 from sliding_window_throttler.errors import (
     RedisConnectionError,
-    RedisFunctionError,
     StorageError,
     StorageOperationError,
     StorageTimeoutError,
 )
 
-ErrorFactory = Callable[[], StorageError]
+ErrorFactory = Callable[[], Exception]
 
 
 def refused() -> StorageError:
@@ -40,11 +39,6 @@ def out_of_memory() -> StorageError:
     return StorageOperationError(
         "Redis refused hit: OOM command not allowed when used memory > 'maxmemory'"
     )
-
-
-def no_functions() -> StorageError:
-    """A Redis without FCALL."""
-    return RedisFunctionError("ERR unknown command 'FCALL'", "not_supported")
 
 
 class FlakyStorage:
@@ -121,18 +115,6 @@ class FlakyStorage:
             self.failures_left -= 1
 
         raise self.failure()
-
-
-class ScriptableStorage(FlakyStorage):
-    """A flaky storage that can switch to EVALSHA, as the Redis storage does."""
-
-    def __init__(self, inner: MemoryStorage | None = None) -> None:
-        super().__init__(inner)
-        self.scripts = False
-
-    def use_scripts(self) -> None:
-        self.scripts = True
-        self.heal()
 
 
 class AsyncFlakyStorage:

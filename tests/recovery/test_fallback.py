@@ -29,19 +29,34 @@ def test_enforces_the_limit_in_process() -> None:
     assert allowed == [True] * 10 + [False] * 2
 
 
-def test_divides_the_limit_by_the_app_servers() -> None:
+def test_divides_the_limit_by_the_app_servers_rounding_up() -> None:
     fallback = LocalFallback(app_servers=4, clock=ManualClock())
 
     allowed = [decide(fallback) for _ in range(4)]
 
-    assert allowed == [True, True, False, False]
+    assert allowed == [True, True, True, False]
     (local,) = fallback.local_throttles((API,))
     assert (local.name, local.limit, local.ttl_ms, local.block_duration_ms) == (
         "api",
-        2,
+        3,
         60_000,
         30_000,
     )
+
+
+@pytest.mark.parametrize(
+    ("limit", "app_servers", "each"),
+    [(5, 3, 2), (10, 4, 3), (10, 5, 2), (2, 3, 1), (1, 3, 1), (100, 1, 100)],
+)
+def test_the_servers_together_admit_at_least_the_global_limit(
+    limit: int, app_servers: int, each: int
+) -> None:
+    fallback = LocalFallback(app_servers=app_servers)
+
+    (local,) = fallback.local_throttles((Throttle("api", limit, 60),))
+
+    assert local.limit == each
+    assert limit <= each * app_servers < limit + app_servers
 
 
 def test_keeps_at_least_one_hit_per_window() -> None:

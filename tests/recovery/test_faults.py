@@ -347,8 +347,11 @@ def test_wrong_password_is_a_typed_error_with_a_suggestion(
 
     error = startup_error(url)
 
-    assert isinstance(error, RedisConnectionError)
-    assert "password" in error.get_recovery_suggestion()
+    # Refused credentials are an error reply, not an outage: every retry would
+    # be refused the same way, so they never open the breaker.
+    assert isinstance(error, StorageOperationError)
+    assert error.context["redis_error"] == "AUTH"
+    assert "username or password" in error.get_recovery_suggestion()
 
 
 @pytest.mark.parametrize(

@@ -5,22 +5,19 @@ from __future__ import annotations
 import logging
 
 import pytest
-from recovery_fakes import ScriptableStorage, no_functions, refused
+from recovery_fakes import refused
 
-from sliding_window_throttler import Decision, ManualClock, MemoryStorage, Throttle
+from sliding_window_throttler import ManualClock, Throttle
 from sliding_window_throttler.errors import (
     ConfigurationError,
-    RedisFunctionError,
     SecurityViolationError,
     StorageError,
     StorageUnavailableError,
 )
 from sliding_window_throttler.recovery import (
-    ErrorRecoveryManager,
     FailClosed,
     FailOpen,
     RecoveryContext,
-    ScriptsFallback,
     SecurityLockdown,
 )
 
@@ -66,6 +63,28 @@ def test_fail_closed_keeps_the_breaker_retry_after() -> None:
         FailClosed().recover(open_error, CONTEXT)
 
     assert info.value.retry_after == 4.5
+
+
+def test_fail_closed_asks_for_its_own_wait_when_the_error_gives_none() -> None:
+    with pytest.raises(StorageUnavailableError) as plain:
+        FailClosed().recover(refused(), CONTEXT)
+
+    with pytest.raises(StorageUnavailableError) as given:
+        FailClosed(retry_after=0.3).recover(
+            StorageUnavailableError("probe running", retry_after=0.0), CONTEXT
+        )
+
+    assert plain.value.retry_after == 1.0
+    assert plain.value.context["retry_after"] == 1.0
+    assert given.value.retry_after == 0.3
+
+
+@pytest.mark.parametrize("retry_after", [0, -1, float("inf"), float("nan"), True])
+def test_fail_closed_refuses_a_wait_that_is_not_above_zero(retry_after: float) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        FailClosed(retry_after=retry_after)
+
+    assert info.value.field == "retry_after"
 
 
 # Security lockdown.
@@ -132,46 +151,3 @@ def test_lockdown_refuses_bad_settings(kwargs: dict[str, int], field: str) -> No
         SecurityLockdown(**kwargs)  # type: ignore[arg-type]
 
     assert info.value.field == field
-
-
-# Functions -> EVALSHA.
-
-
-def test_scripts_fallback_switches_once_and_decides_through_scripts(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    storage = ScriptableStorage(MemoryStorage())
-    storage.fail(no_functions)
-    fallback = ScriptsFallback(storage)
-    manager = ErrorRecoveryManager([fallback, FailOpen()])
-
-    def call() -> Decision:
-        return storage.hit("c", (API,), 1)
-
-    context = RecoveryContext("c", (API,), call=call)
-    results = [manager.recover(no_functions(), context) for _ in range(2)]
-
-    assert storage.scripts
-    assert [(r.strategy, r.degraded) for r in results] == [
-        ("scripts-fallback", False),
-        ("scripts-fallback", False),
-    ]
-    assert storage.inner.peek("c", (API,), 0).records[0].total_hits == 2
-    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
-
-
-def test_scripts_fallback_ignores_other_function_errors() -> None:
-    fallback = ScriptsFallback(ScriptableStorage())
-
-    assert not fallback.can_recover(RedisFunctionError("x", "load_failed"))
-    assert not fallback.can_recover(RedisFunctionError("x", "execution_failed"))
-    assert fallback.can_recover(no_functions())
-
-
-def test_scripts_fallback_without_a_call_declines_after_switching() -> None:
-    storage = ScriptableStorage()
-
-    result = ScriptsFallback(storage).recover(no_functions(), CONTEXT)
-
-    assert storage.scripts
-    assert not result.recovered

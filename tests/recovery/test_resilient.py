@@ -6,20 +6,20 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import pytest
 from recovery_fakes import (
     AsyncFlakyStorage,
     FlakyStorage,
-    ScriptableStorage,
-    no_functions,
     out_of_memory,
     refused,
     timed_out,
 )
 
 from sliding_window_throttler import (
+    AsyncMemoryStorage,
     AsyncThrottler,
     Decision,
     ManualClock,
@@ -51,8 +51,10 @@ from sliding_window_throttler.recovery import (
     SecurityLockdown,
     make_failure_strategy,
 )
+from sliding_window_throttler.storage.base import StorageHealth
 
 API = Throttle("api", 10, 60)
+FIVE = Throttle("five", "5/minute")
 NO_RETRY = ExponentialBackoff(max_attempts=1)
 THROTTLES = (API,)
 
@@ -195,13 +197,78 @@ def test_fail_closed_while_open_says_when_to_retry() -> None:
     with pytest.raises(StorageUnavailableError) as info:
         resilient.hit("c", THROTTLES, 1)
 
-    assert 0 < info.value.retry_after <= 5
+    assert info.value.retry_after == 4.0
     breaker_error = info.value.__cause__
     assert isinstance(breaker_error, StorageUnavailableError)
     assert breaker_error.context["reason"] == "circuit_open"
     assert isinstance(breaker_error.__cause__, RedisConnectionError)
     assert storage.calls == 3
     assert resilient.stats().refused_total == 4
+
+
+def test_fail_closed_retry_after_is_the_time_left_in_the_cool_down() -> None:
+    storage, resilient, clock = make("fail-closed")
+    storage.fail(refused)
+    for _ in range(3):
+        with pytest.raises(StorageUnavailableError):
+            resilient.hit("c", THROTTLES, 1)
+
+    waits = []
+    for step in (2.71, 1.29, 0.999):
+        clock.advance(step)
+        with pytest.raises(StorageUnavailableError) as info:
+            resilient.hit("c", THROTTLES, 1)
+
+        waits.append(info.value.retry_after)
+
+    assert waits == [2.29, 1.0, 0.001]
+    assert storage.calls == 3
+
+
+def test_fail_closed_before_the_breaker_opens_asks_for_one_second() -> None:
+    storage, resilient, _ = make("fail-closed")
+    storage.fail(refused, times=1)
+
+    with pytest.raises(StorageUnavailableError) as info:
+        resilient.hit("c", THROTTLES, 1)
+
+    assert info.value.retry_after == 1.0
+    assert info.value.context["retry_after"] == 1.0
+    assert resilient.breaker.state is BreakerState.CLOSED
+
+
+def test_first_failure_wait_is_at_most_the_cool_down() -> None:
+    storage = FlakyStorage()
+    resilient = ResilientStorage(
+        storage,
+        failure_strategy="fail-closed",
+        breaker=CircuitBreaker(cool_down="300ms"),
+        retry=NO_RETRY,
+    )
+    storage.fail(refused)
+
+    with pytest.raises(StorageUnavailableError) as info:
+        resilient.hit("c", THROTTLES, 1)
+
+    assert info.value.retry_after == 0.3
+
+
+def test_fail_closed_while_a_probe_runs_asks_for_one_second() -> None:
+    storage, resilient, clock = make("fail-closed")
+    storage.fail(refused)
+    for _ in range(3):
+        with pytest.raises(StorageUnavailableError):
+            resilient.hit("c", THROTTLES, 1)
+
+    clock.advance(5)
+    probe = resilient.breaker.allow(clock.now_us())  # another caller's probe
+    with pytest.raises(StorageUnavailableError) as info:
+        resilient.hit("c", THROTTLES, 1)
+
+    assert probe.probe > 0
+    assert resilient.breaker.state is BreakerState.HALF_OPEN
+    assert info.value.retry_after == 1.0
+    assert storage.calls == 3
 
 
 def test_local_fallback_keeps_enforcing_then_hands_back() -> None:
@@ -281,18 +348,6 @@ def test_operation_error_goes_to_the_strategy_without_opening_the_breaker(
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1
     assert "maxmemory" in warnings[0].getMessage()
-
-
-def test_missing_functions_switch_to_scripts_without_degrading() -> None:
-    storage = ScriptableStorage(MemoryStorage())
-    _, resilient, _ = make(storage=storage)
-    storage.fail(no_functions)
-
-    decision = resilient.hit("c", THROTTLES, 1)
-
-    assert storage.scripts
-    assert not decision.degraded
-    assert storage.inner.peek("c", THROTTLES, 0).records[0].total_hits == 1
 
 
 def test_non_recoverable_storage_error_reaches_the_caller_unchanged() -> None:
@@ -420,14 +475,208 @@ def test_throttler_wraps_the_storage_when_asked() -> None:
     assert decision.allowed and decision.degraded
 
 
-def test_throttler_leaves_the_storage_bare_by_default() -> None:
+def test_throttler_wraps_a_storage_that_can_fail_by_default() -> None:
     storage = FlakyStorage()
     storage.fail(refused)
     throttler = Throttler(storage)
 
+    with pytest.raises(StorageUnavailableError) as info:
+        throttler.hit("c", API)
+
+    wrapped = throttler.storage
+    assert isinstance(wrapped, ResilientStorage)
+    assert wrapped.primary is storage
+    assert wrapped.failure_strategy.name == "fail-closed"
+    assert (wrapped.breaker.failure_threshold, wrapped.breaker.cool_down_us) == (
+        5,
+        5_000_000,
+    )
+    assert info.value.retry_after == 1.0
+    assert isinstance(info.value.__cause__, RedisConnectionError)
+
+
+def test_throttler_takes_its_failure_settings_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAILURE_STRATEGY", "local")
+    monkeypatch.setenv("SWT_APP_SERVERS", "3")
+    monkeypatch.setenv("SWT_BREAKER_FAILURE_THRESHOLD", "2")
+    monkeypatch.setenv("SWT_BREAKER_COOL_DOWN", "250ms")
+    monkeypatch.setenv("SWT_RETRY_ATTEMPTS", "1")
+    storage = FlakyStorage()
+    storage.fail(refused)
+    throttler = Throttler(storage)
+
+    allowed = [throttler.hit("c", FIVE).allowed for _ in range(3)]
+
+    wrapped = throttler.storage
+    assert isinstance(wrapped, ResilientStorage)
+    local = wrapped.failure_strategy
+    assert isinstance(local, LocalFallback) and local.app_servers == 3
+    assert (wrapped.breaker.failure_threshold, wrapped.breaker.cool_down_us) == (
+        2,
+        250_000,
+    )
+    assert allowed == [True, True, False]
+    assert storage.calls == 2
+
+
+def test_fail_open_from_the_environment_wraps_a_bare_storage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAILURE_STRATEGY", "fail-open")
+    storage = FlakyStorage()
+    storage.fail(refused)
+
+    decision = Throttler(storage).hit("c", API)
+
+    assert (decision.allowed, decision.degraded, decision.strategy) == (
+        True,
+        True,
+        "fail-open",
+    )
+
+
+def test_explicit_arguments_win_and_their_variables_are_not_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAILURE_STRATEGY", "fail-sometimes")
+    monkeypatch.setenv("SWT_APP_SERVERS", "0")
+    monkeypatch.setenv("SWT_BREAKER_COOL_DOWN", "soon")
+    monkeypatch.setenv("SWT_DEADLINE", "soon")
+    monkeypatch.setenv("SWT_RETRY_ATTEMPTS", "many")
+    monkeypatch.setenv("SWT_COMMAND_TIMEOUT", "-1")
+
+    throttler = Throttler(
+        FlakyStorage(),
+        failure_strategy="local",
+        app_servers=4,
+        breaker=CircuitBreaker(2, "1s"),
+        deadline="100ms",
+        retry=NO_RETRY,
+    )
+
+    wrapped = throttler.storage
+    assert isinstance(wrapped, ResilientStorage)
+    local = wrapped.failure_strategy
+    assert isinstance(local, LocalFallback) and local.app_servers == 4
+    assert wrapped.breaker.cool_down_us == 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field"),
+    [
+        ("FAILURE_STRATEGY", "fail-sometimes", "failure_strategy"),
+        ("SWT_DEADLINE", "soon", "deadline"),
+        ("SWT_APP_SERVERS", "0", "app_servers"),
+        ("SWT_BREAKER_COOL_DOWN", "0", "breaker_cool_down"),
+    ],
+)
+def test_a_bad_variable_is_a_configuration_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, field: str
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    with pytest.raises(ConfigurationError) as sync_info:
+        Throttler(FlakyStorage())
+
+    with pytest.raises(ConfigurationError) as async_info:
+        AsyncThrottler(AsyncFlakyStorage())
+
+    for info in (sync_info, async_info):
+        assert info.value.field == field
+        assert name in info.value.message
+        assert repr(value) in info.value.message
+
+
+def test_memory_storages_stay_bare_and_ignore_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAILURE_STRATEGY", "fail-open")
+    monkeypatch.setenv("SWT_DEADLINE", "soon")
+    memory = MemoryStorage()
+    async_memory = AsyncMemoryStorage()
+
+    assert Throttler(memory).storage is memory
+    assert Throttler(memory, failure_strategy="local").storage is memory
+    assert type(Throttler().storage) is MemoryStorage
+    assert AsyncThrottler(async_memory).storage is async_memory
+    assert type(AsyncThrottler().storage) is AsyncMemoryStorage
+
+
+def test_resilient_true_wraps_even_a_memory_storage() -> None:
+    memory = MemoryStorage()
+
+    throttler = Throttler(memory, resilient=True, failure_strategy="fail-open")
+
+    assert isinstance(throttler.storage, ResilientStorage)
+    assert throttler.storage.primary is memory
+
+
+def test_resilient_false_leaves_the_storage_bare() -> None:
+    storage = FlakyStorage()
+    storage.fail(refused)
+    throttler = Throttler(storage, resilient=False)
+    async_storage = AsyncFlakyStorage()
+
     assert throttler.storage is storage
+    assert AsyncThrottler(async_storage, resilient=False).storage is async_storage
     with pytest.raises(RedisConnectionError):
         throttler.hit("c", API)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "shown"),
+    [
+        (
+            {"resilient": False, "failure_strategy": "fail-open"},
+            "resilient",
+            "failure_strategy=",
+        ),
+        ({"resilient": False, "app_servers": 2}, "resilient", "app_servers="),
+        ({"resilient": "yes"}, "resilient", "'yes'"),
+        ({"app_servers": 0}, "app_servers", "at least 1, got 0"),
+        ({"app_servers": 2.5, "failure_strategy": "fail-open"}, "app_servers", "2.5"),
+    ],
+)
+def test_contradictory_or_bad_facade_arguments_are_refused(
+    kwargs: dict[str, object], field: str, shown: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Throttler(FlakyStorage(), **kwargs)  # type: ignore[arg-type]
+
+    assert info.value.field == field
+    assert shown in info.value.message
+
+
+def test_an_already_resilient_storage_is_not_wrapped_again() -> None:
+    resilient = ResilientStorage(FlakyStorage())
+
+    assert Throttler(resilient).storage is resilient
+    with pytest.raises(ConfigurationError) as info:
+        Throttler(resilient, failure_strategy="fail-open")
+
+    assert info.value.field == "storage"
+    assert "ResilientStorage already: give failure_strategy=" in info.value.message
+
+
+def test_local_strategy_divides_limits_among_the_app_servers_of_the_facade() -> None:
+    storage = FlakyStorage()
+    storage.fail(refused)
+    throttler = Throttler(
+        storage, failure_strategy="local", app_servers=3, retry=NO_RETRY
+    )
+    async_storage = AsyncFlakyStorage()
+    async_storage.sync.fail(refused)
+    async_throttler = AsyncThrottler(
+        async_storage, failure_strategy="local", app_servers=3, retry=NO_RETRY
+    )
+
+    async def async_hits() -> list[bool]:
+        return [(await async_throttler.hit("c", FIVE)).allowed for _ in range(3)]
+
+    assert [throttler.hit("c", FIVE).allowed for _ in range(3)] == [True, True, False]
+    assert asyncio.run(async_hits()) == [True, True, False]
 
 
 def test_async_throttler_wraps_the_storage_when_asked() -> None:
@@ -617,3 +866,256 @@ def test_async_face_retries_a_refused_connection_to_a_normal_decision() -> None:
 
     assert not decision.degraded
     assert storage.sync.calls == 2
+
+
+# Only the probe's answer ends an outage.
+
+
+class HeldStorage(FlakyStorage):
+    """A flaky storage whose next call waits until released (a slow command)."""
+
+    def __init__(self, inner: MemoryStorage | None = None) -> None:
+        super().__init__(inner)
+        self.hold_next = False
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self.held_answer: Callable[[], Exception] | None = None
+
+    def hit(
+        self,
+        identifier: str,
+        throttles: Sequence[Throttle],
+        cost: int,
+        now_us: int | None = None,
+    ) -> Decision:
+        if not self.hold_next:
+            return super().hit(identifier, throttles, cost, now_us)
+
+        self.hold_next = False
+        self.calls += 1
+        self.held.set()
+        assert self.release.wait(10)
+        if self.held_answer is not None:
+            raise self.held_answer()
+
+        return self.inner.hit(identifier, throttles, cost, now_us)
+
+
+@pytest.mark.parametrize(
+    ("late_answer", "degraded"), [(None, False), (out_of_memory, True)]
+)
+def test_a_slow_call_from_before_the_breaker_opened_cannot_close_it(
+    late_answer: Callable[[], Exception] | None, degraded: bool
+) -> None:
+    storage = HeldStorage()
+    _, resilient, clock = make(storage=storage)
+    storage.hold_next = True
+    storage.held_answer = late_answer
+    slow: list[Decision] = []
+    thread = threading.Thread(
+        target=lambda: slow.append(resilient.hit("c", THROTTLES, 1))
+    )
+    thread.start()
+    assert storage.held.wait(10)
+
+    storage.fail(refused)
+    hits(resilient, 3)
+    storage.release.set()
+    thread.join()
+    during = hits(resilient, 20)
+
+    assert slow[0].degraded is degraded
+    stats = resilient.stats()
+    assert stats.breaker.state is BreakerState.OPEN
+    assert stats.breaker.opened_total == 1
+    assert stats.breaker.retry_after == 5.0
+    assert all(d.degraded for d in during)
+    assert storage.calls == 4
+
+    storage.heal()
+    clock.advance(5)
+    assert not resilient.hit("c", THROTTLES, 1).degraded
+    assert resilient.breaker.state is BreakerState.CLOSED
+    assert storage.calls == 5
+
+
+def test_a_probe_that_raises_another_error_is_released() -> None:
+    storage, resilient, clock = make()
+    storage.fail(refused)
+    hits(resilient, 3)
+    clock.advance(5)
+    storage.fail(lambda: ConfigurationError("throttles", "limit too high"), times=1)
+
+    with pytest.raises(ConfigurationError):
+        resilient.hit("c", THROTTLES, 1)
+
+    decision = resilient.hit("c", THROTTLES, 1)
+
+    assert not decision.degraded
+    assert resilient.breaker.state is BreakerState.CLOSED
+    assert storage.calls == 5
+
+
+def test_async_probe_that_raises_another_error_is_released() -> None:
+    storage, resilient, clock = make_async()
+
+    async def scenario() -> Decision:
+        storage.sync.fail(refused)
+        for _ in range(3):
+            await resilient.hit("c", THROTTLES, 1)
+
+        clock.advance(5)
+        storage.sync.fail(lambda: ConfigurationError("throttles", "x"), times=1)
+        with pytest.raises(ConfigurationError):
+            await resilient.hit("c", THROTTLES, 1)
+
+        return await resilient.hit("c", THROTTLES, 1)
+
+    decision = asyncio.run(scenario())
+
+    assert not decision.degraded
+    assert resilient.breaker.state is BreakerState.CLOSED
+    assert storage.sync.calls == 5
+
+
+def test_a_cancelled_async_probe_is_released() -> None:
+    clock = ManualClock()
+    storage = HangingStorage(FlakyStorage(MemoryStorage(clock=clock)))
+    resilient = AsyncResilientStorage(
+        storage,
+        failure_strategy="fail-open",
+        breaker=CircuitBreaker(failure_threshold=1, cool_down=5),
+        retry=NO_RETRY,
+        deadline=None,
+        clock=clock,
+    )
+    resilient.breaker.record_failure(clock.now_us())
+    clock.advance(5)
+
+    async def scenario() -> Decision:
+        probe = asyncio.create_task(resilient.hit("c", THROTTLES, 1))
+        await asyncio.sleep(0)
+        probe.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+
+        return await resilient.peek("c", THROTTLES, 1)
+
+    decision = asyncio.run(scenario())
+
+    assert not decision.degraded
+    assert resilient.breaker.state is BreakerState.CLOSED
+    assert storage.sync.calls == 2
+
+
+# Health.
+
+
+class CheckedStorage(FlakyStorage):
+    """A flaky storage with a health check, as the Redis storage has."""
+
+    report = StorageHealth(True, "redis", "PING answered", 0.25, True, True)
+
+    def health(self) -> StorageHealth:
+        return self.report
+
+
+class AsyncCheckedStorage(AsyncFlakyStorage):
+    async def health(self) -> StorageHealth:
+        await asyncio.sleep(0)
+        return CheckedStorage.report
+
+
+def test_health_is_the_primary_s_with_the_breaker_state() -> None:
+    storage = CheckedStorage()
+    _, resilient, clock = make(storage=storage)
+
+    closed = resilient.health()
+    storage.fail(refused)
+    hits(resilient, 3)
+    clock.advance(2.71)
+    opened = resilient.health()
+    clock.advance(2.29)
+    resilient.breaker.allow(clock.now_us())
+    half_open = resilient.health()
+
+    assert closed == replace(CheckedStorage.report, breaker="closed")
+    assert opened == StorageHealth(
+        False,
+        "redis",
+        "PING answered; circuit breaker open: the storage is not asked for "
+        "2.29s more, and the 'fail-open' strategy decides meanwhile",
+        0.25,
+        True,
+        True,
+        "open",
+    )
+    assert half_open == replace(
+        opened,
+        breaker="half-open",
+        detail="PING answered; circuit breaker half-open: one probe call checks "
+        "whether the storage is back, and the 'fail-open' strategy decides "
+        "meanwhile",
+    )
+
+
+def test_health_copes_with_a_primary_without_a_check_or_whose_check_raises() -> None:
+    class Raising(FlakyStorage):
+        def health(self) -> StorageHealth:
+            raise RuntimeError("boom")
+
+    bare = ResilientStorage(FlakyStorage()).health()
+    raising = ResilientStorage(Raising()).health()
+
+    assert bare == StorageHealth(
+        True,
+        "FlakyStorage",
+        "FlakyStorage was not checked: it has no health()",
+        breaker="closed",
+    )
+    assert raising == StorageHealth(
+        False, "Raising", "Raising.health() raised RuntimeError: boom", breaker="closed"
+    )
+
+
+def test_async_health_awaits_the_primary_s_check() -> None:
+    checked = AsyncResilientStorage(AsyncCheckedStorage())
+    unchecked = AsyncResilientStorage(AsyncFlakyStorage())
+
+    async def scenario() -> tuple[StorageHealth, StorageHealth]:
+        return await checked.health(), await unchecked.health()
+
+    got_checked, got_unchecked = asyncio.run(scenario())
+
+    assert got_checked == replace(CheckedStorage.report, breaker="closed")
+    assert got_unchecked.healthy and got_unchecked.breaker == "closed"
+    assert got_unchecked.detail == (
+        "AsyncFlakyStorage was not checked: it has no health()"
+    )
+
+
+def test_facades_report_the_health_of_their_storage() -> None:
+    storage = CheckedStorage()
+    throttler = Throttler(storage, failure_strategy="fail-open", retry=NO_RETRY)
+    async_throttler = AsyncThrottler(AsyncCheckedStorage())
+    storage.fail(refused)
+    for _ in range(5):
+        throttler.hit("c", API)
+
+    health = throttler.health()
+    async_health = asyncio.run(async_throttler.health())
+
+    assert (health.healthy, health.breaker, health.backend) == (False, "open", "redis")
+    assert async_health == replace(CheckedStorage.report, breaker="closed")
+
+
+def test_a_sync_face_does_not_await_an_async_check() -> None:
+    from sliding_window_throttler.recovery import storage_health
+
+    health = storage_health(AsyncCheckedStorage())
+
+    assert health == StorageHealth(
+        True,
+        "AsyncCheckedStorage",
+        "AsyncCheckedStorage was not checked: its health() must be awaited",
+    )

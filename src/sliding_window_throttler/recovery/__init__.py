@@ -5,12 +5,13 @@ The manager (``manager``) picks a strategy for an error; strategies
 (``policy``, ``backoff``, ``fallback``) turn errors into decisions,
 the circuit breaker (``breaker``) keeps calls away from a failing storage, and
 ``ResilientStorage`` / ``AsyncResilientStorage`` (``resilient``) put them
-around a storage.
+around a storage; ``health`` reports a storage's health with the breaker's.
 """
 
 from .backoff import ExponentialBackoff, RetryWithBackoff, is_retry_safe
-from .breaker import BreakerState, BreakerStats, CircuitBreaker, Transition
+from .breaker import BreakerState, BreakerStats, CircuitBreaker, Permit, Transition
 from .fallback import LocalFallback
+from .health import astorage_health, storage_health
 from .manager import (
     AsyncRecoveryStrategy,
     Deadline,
@@ -20,14 +21,7 @@ from .manager import (
     RecoveryResult,
     RecoveryStrategy,
 )
-from .policy import (
-    FailClosed,
-    FailOpen,
-    FailureMode,
-    ScriptsFallback,
-    SecurityLockdown,
-    SupportsScripts,
-)
+from .policy import FailClosed, FailOpen, FailureMode, SecurityLockdown
 from .resilient import (
     DEFAULT_DEADLINE,
     AsyncResilientStorage,
@@ -51,16 +45,17 @@ __all__ = [
     "FailOpen",
     "FailureMode",
     "LocalFallback",
+    "Permit",
     "RecoveryContext",
     "RecoveryResult",
     "RecoveryStrategy",
     "ResilienceStats",
     "ResilientStorage",
     "RetryWithBackoff",
-    "ScriptsFallback",
     "SecurityLockdown",
-    "SupportsScripts",
     "Transition",
+    "astorage_health",
     "is_retry_safe",
     "make_failure_strategy",
+    "storage_health",
 ]

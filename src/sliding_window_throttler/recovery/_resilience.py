@@ -2,6 +2,12 @@
 What ``ResilientStorage`` and ``AsyncResilientStorage`` share: the breaker
 gate, the recovery manager, the counters and the state-change logs. The faces
 in ``resilient`` only call the storage, one with ``await``.
+
+Each call to the storage is admitted by ``Resilience.admit()``, which returns
+a ticket: ``CALL`` for an ordinary call, a positive number for the breaker's
+half-open probe, or ``REFUSED``. The face reports the call's end with that
+ticket (``succeeded``, ``failed``, ``released``), so that only the probe's own
+answer can close or reopen a breaker that is not closed.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from ..errors import (
     StorageUnavailableError,
     ThrottlerError,
 )
+from ..storage.base import StorageHealth
 from .backoff import ExponentialBackoff, RetryWithBackoff
 from .breaker import BreakerState, BreakerStats, CircuitBreaker, Transition
-from .fallback import LocalFallback
+from .fallback import LocalFallback, check_app_servers
+from .health import with_breaker
 from .manager import (
     AnyStrategy,
     Deadline,
@@ -36,19 +44,13 @@ from .manager import (
     RecoveryResult,
     RecoveryStrategy,
 )
-from .policy import (
-    FailClosed,
-    FailOpen,
-    FailureMode,
-    ScriptsFallback,
-    SecurityLockdown,
-    SupportsScripts,
-)
+from .policy import FailClosed, FailOpen, FailureMode, SecurityLockdown
 
 if TYPE_CHECKING:
     from ..config import ThrottlerSettings
 
 logger = logging.getLogger(__name__)
+_CLOSED = BreakerState.CLOSED  # read on every decision: not through the enum
 
 DEFAULT_DEADLINE = 0.25
 """
@@ -56,12 +58,40 @@ Seconds a decision may take, retries included: room for one command timeout
 of ``RedisStorage`` (0.1 s), a backoff and one retry after a fast failure.
 """
 
+CALL = 0
+"""The ticket of an ordinary call (the breaker is closed)."""
+REFUSED = -1
+"""The ticket ``admit()`` returns when the breaker keeps the storage away."""
+
+FIRST_FAILURE_RETRY_AFTER = 1.0
+"""
+Seconds a fail-closed refusal asks a client to wait when the breaker says
+nothing (a failure before it opens, or a refusal while its probe runs); see
+``first_failure_retry_after``.
+"""
+
+
+def first_failure_retry_after(breaker: CircuitBreaker) -> float:
+    """
+    The ``retry_after`` of a fail-closed refusal the breaker gives no time for.
+
+    One second, or the cool-down when it is shorter. One failure is most often
+    a blip (a reconnect, a failover) that is over within a second, and
+    ``Retry-After`` counts whole seconds, so 1 is the shortest wait a 503 can
+    ask for without inviting an immediate retry (``Retry-After: 0``). Asking
+    for the whole cool-down would punish every client for one blip; and no
+    wait beyond the cool-down helps, as by then the breaker probes anyway.
+    Once the breaker is open, refusals carry the exact time left instead.
+    """
+    return min(FIRST_FAILURE_RETRY_AFTER, breaker.cool_down_us / 1_000_000)
+
 
 def make_failure_strategy(
     mode: FailureMode | str | RecoveryStrategy,
     *,
     app_servers: int = 1,
     clock: Clock | None = None,
+    retry_after: float = FIRST_FAILURE_RETRY_AFTER,
 ) -> RecoveryStrategy:
     """
     The failure strategy for a configured name.
@@ -71,6 +101,8 @@ def make_failure_strategy(
             object is returned as it is).
         app_servers: For ``local``: how many app servers split each limit.
         clock: For ``local``: the clock of its memory storage.
+        retry_after: For ``fail-closed``: the wait of a refusal whose error
+            gives none (see ``FailClosed``).
 
     Raises:
         ConfigurationError: for an unknown name.
@@ -91,7 +123,7 @@ def make_failure_strategy(
         return FailOpen()
 
     if mode is FailureMode.FAIL_CLOSED:
-        return FailClosed()
+        return FailClosed(retry_after=retry_after)
 
     return LocalFallback(app_servers=app_servers, clock=clock)
 
@@ -122,7 +154,6 @@ class Resilience:
 
     def __init__(
         self,
-        primary: object,
         *,
         failure_strategy: FailureMode | str | RecoveryStrategy,
         breaker: CircuitBreaker | None,
@@ -141,11 +172,15 @@ class Resilience:
             else parse_duration_ms(deadline, field="deadline") / 1000
         )
         self.lockdown = lockdown
+        check_app_servers(app_servers)
         self.failure = make_failure_strategy(
-            failure_strategy, app_servers=app_servers, clock=clock
+            failure_strategy,
+            app_servers=app_servers,
+            clock=clock,
+            retry_after=first_failure_retry_after(self.breaker),
         )
         self.manager = ErrorRecoveryManager(
-            self._strategies(primary, retry, lockdown, strategies)
+            self._strategies(retry, lockdown, strategies)
         )
         # While the breaker is open the failure strategy is the first to take
         # the breaker's error (the others before it take no such error), so a
@@ -159,24 +194,21 @@ class Resilience:
         self._degraded_total = 0
         self._errors: Counter[str] = Counter()
         self._refused = 0
-        self._open_error: StorageUnavailableError | None = None
+        self._open_cause: StorageError | None = None
         self._episode: int | None = None
         self._quiet_until = 0
 
     def _strategies(
         self,
-        primary: object,
         retry: ExponentialBackoff | RetryWithBackoff | None,
         lockdown: SecurityLockdown | None,
         extra: Sequence[AnyStrategy],
     ) -> list[AnyStrategy]:
+        # No scripts fallback here: the Redis storages switch from FCALL to
+        # EVALSHA inside their loader, with or without this layer.
         chain: list[AnyStrategy] = []
         if lockdown is not None:
             chain.append(lockdown)
-
-        if callable(getattr(primary, "use_scripts", None)):
-            target: SupportsScripts = primary  # type: ignore[assignment]
-            chain.append(ScriptsFallback(target))
 
         if not isinstance(retry, RetryWithBackoff):
             retry = RetryWithBackoff(retry)
@@ -206,23 +238,23 @@ class Resilience:
 
     def short_circuit(
         self,
-        error: StorageUnavailableError,
         operation: Operation,
         identifier: str,
         throttles: Sequence[Throttle],
         cost: int,
         now_us: int | None,
     ) -> Decision:
-        """Decide without the storage while the breaker is open."""
+        """Decide without the storage while the breaker keeps it away."""
         fast = self._fast
         if fast is not None:
             decision = fast.decide(operation, identifier, throttles, cost, now_us)
-            self._count_degraded(fast.name, error)
+            self._count_degraded(fast.name, None)
             return decision
 
         if not isinstance(throttles, tuple):
             throttles = tuple(throttles)
 
+        error = self.unavailable()
         context = RecoveryContext(identifier, throttles, cost, now_us, operation)
         try:
             result = self.manager.recover(error, context)
@@ -232,42 +264,37 @@ class Resilience:
 
         return self.recovered(result, error)
 
-    def gate(self) -> StorageUnavailableError | None:
-        """None when the storage may be called now, else why not (not raised)."""
-        if self.breaker.state is BreakerState.CLOSED:
-            return None
+    def admit(self) -> int:
+        """
+        Whether the storage may be called now: ``CALL``, the probe's ticket
+        (above 0), or ``REFUSED``. Report the call's end with the ticket.
+        """
+        breaker = self.breaker
+        if breaker.state is _CLOSED:
+            return CALL
 
-        now = self.clock.now_us()
-        allowed, transition = self.breaker.allow(now)
-        if transition is not None:
-            self._log_transition(transition, None)
+        permit = breaker.allow(self.clock.now_us())
+        if permit.transition is not None:
+            self._log_transition(permit.transition, None)
 
-        if allowed:
-            return None
-
-        error = self._open_error
-        if error is None:
-            error = self._open_error = self._unavailable(now, None)
-
-        return error
+        return permit.probe if permit.allowed else REFUSED
 
     def unavailable(self) -> StorageUnavailableError:
-        """A fresh breaker-open error, to raise."""
-        opened = self._open_error
-        cause = opened.__cause__ if opened is not None else None
-        return self._unavailable(self.clock.now_us(), cause)
+        """A breaker-open error carrying the time left in the cool-down."""
+        return self._unavailable(self.clock.now_us(), self._open_cause)
 
-    def succeeded(self) -> None:
-        """The storage answered."""
-        transition = self.breaker.record_success()
+    def succeeded(self, ticket: int = CALL) -> None:
+        """The storage answered the call admitted with ``ticket``."""
+        breaker = self.breaker
+        transition = breaker.record_success(ticket)
         if transition is not None:
             self._log_transition(transition, None)
 
-        if self._episode is not None:
+        if self._episode is not None and breaker.state is _CLOSED:
             self._end_episode()
 
-    def failed(self, error: StorageError) -> None:
-        """The storage raised ``error``."""
+    def failed(self, error: StorageError, ticket: int = CALL) -> None:
+        """The storage raised ``error`` for the call admitted with ``ticket``."""
         with self._lock:
             self._errors[str(error.code)] += 1
 
@@ -276,16 +303,21 @@ class Resilience:
 
         now = self.clock.now_us()
         if isinstance(error, RedisConnectionError):
-            transition = self.breaker.record_failure(now)
+            transition = self.breaker.record_failure(now, ticket)
         else:
             # Redis answered, with an error: the connection is fine.
-            transition = self.breaker.record_success()
+            transition = self.breaker.record_success(ticket)
 
         if transition is not None:
             if transition.new is BreakerState.OPEN:
-                self._open_error = self._unavailable(now, error)
+                self._open_cause = error
 
             self._log_transition(transition, error)
+
+    def released(self, ticket: int) -> None:
+        """The call admitted with ``ticket`` ended without an answer either way."""
+        if ticket > CALL:
+            self.breaker.release(ticket)
 
     def recovered(self, result: RecoveryResult, error: ThrottlerError) -> Decision:
         """Count and return the decision of a recovery."""
@@ -295,7 +327,7 @@ class Resilience:
 
         return result.decision
 
-    def _count_degraded(self, strategy: str, error: ThrottlerError) -> None:
+    def _count_degraded(self, strategy: str, error: ThrottlerError | None) -> None:
         with self._lock:
             self._degraded[strategy] += 1
             self._degraded_total += 1
@@ -318,6 +350,12 @@ class Resilience:
                 refused_total=self._refused,
                 errors_by_code=dict(self._errors),
             )
+
+    def health(self, primary: StorageHealth) -> StorageHealth:
+        """The primary's health with the breaker's view."""
+        return with_breaker(
+            primary, self.breaker, self.clock.now_us(), self.failure.name
+        )
 
     def forget(self, identifier: str, throttles: Sequence[Throttle]) -> None:
         """Reset what the lockdown and the local fallback know of a client."""
@@ -345,12 +383,7 @@ class Resilience:
         error.__cause__ = cause
         return error
 
-    def _start_episode(self, strategy: str, error: ThrottlerError) -> None:
-        if isinstance(error, StorageUnavailableError) and isinstance(
-            error.__cause__, ThrottlerError
-        ):
-            error = error.__cause__  # say what failed, not that the breaker is open
-
+    def _start_episode(self, strategy: str, error: ThrottlerError | None) -> None:
         now = self.clock.now_us()
         with self._lock:
             if self._episode is not None or now < self._quiet_until:
@@ -359,6 +392,14 @@ class Resilience:
             # The decision that starts the episode is already counted.
             self._episode = self._degraded_total - 1
             self._quiet_until = now + self.breaker.cool_down_us
+
+        if error is None:  # the breaker keeps the storage away
+            error = self.unavailable()
+
+        if isinstance(error, StorageUnavailableError) and isinstance(
+            error.__cause__, ThrottlerError
+        ):
+            error = error.__cause__  # say what failed, not that the breaker is open
 
         logger.warning(
             "storage failing (%s): decisions now follow the %r strategy; %s",
@@ -384,10 +425,7 @@ class Resilience:
     def _log_transition(
         self, transition: Transition, error: StorageError | None
     ) -> None:
-        if (
-            transition.new is BreakerState.OPEN
-            and transition.old is BreakerState.CLOSED
-        ):
+        if transition.new is BreakerState.OPEN and transition.old is _CLOSED:
             logger.warning(
                 "circuit breaker open after %d consecutive storage failures (%s): "
                 "the storage is not asked for %.3gs, the %r strategy decides",
@@ -396,19 +434,48 @@ class Resilience:
                 self.breaker.cool_down_us / 1_000_000,
                 self.failure.name,
             )
-        elif transition.new is BreakerState.CLOSED:
-            self._open_error = None
+        elif transition.new is _CLOSED:
+            self._open_cause = None
             logger.info("circuit breaker closed: the storage answers again")
         elif logger.isEnabledFor(logging.DEBUG):
             logger.debug("circuit breaker %s -> %s", transition.old, transition.new)
 
 
-def settings_kwargs(settings: ThrottlerSettings | None) -> dict[str, Any]:
+_SETTINGS_OF = {
+    "failure_strategy": ("failure_strategy",),
+    "breaker": ("breaker_failure_threshold", "breaker_cool_down"),
+    "retry": ("retry_attempts", "command_timeout"),
+    "deadline": ("deadline",),
+    "app_servers": ("app_servers",),
+}
+"""The settings that only feed each argument of a resilient storage."""
+
+
+def environment_kwargs(
+    settings: ThrottlerSettings | None, explicit: dict[str, Any]
+) -> dict[str, Any]:
+    """
+    The arguments of a resilient storage: ``settings`` (from the environment
+    when None) overridden by ``explicit``. Read from the environment, the
+    settings behind an explicit argument are neither read nor checked, so a
+    stray variable cannot refuse what the code says.
+    """
     from ..config import ThrottlerSettings
 
     if settings is None:
-        settings = ThrottlerSettings.from_env()
+        fields = ThrottlerSettings.model_fields
+        skipped = {
+            field: fields[field].default
+            for name in explicit
+            for field in _SETTINGS_OF.get(name, ())
+        }
+        settings = ThrottlerSettings.from_env(**skipped)
 
+    return {**settings_kwargs(settings), **explicit}
+
+
+def settings_kwargs(settings: ThrottlerSettings) -> dict[str, Any]:
+    """The arguments of a resilient storage that ``settings`` describe."""
     return {
         "failure_strategy": settings.failure_strategy,
         "breaker": CircuitBreaker(

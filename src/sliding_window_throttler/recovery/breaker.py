@@ -6,6 +6,14 @@ stop waiting on the storage: they go straight to the failure strategy. After
 ``cool_down`` it lets exactly one caller through as a probe (half-open); the
 probe's success closes it, its failure opens it for another cool-down.
 
+Only the probe's own report can end an outage. ``allow()`` hands the probe a
+ticket (``Permit.probe``) and the caller reports with it; a call that began
+before the breaker opened is stale, and its late answer, success or failure,
+changes nothing while the breaker is not closed (otherwise one slow command
+returning after the breaker opened would close it and skip the cool-down). A
+probe that ends with neither answer (its caller got another error, or was
+cancelled) is ``release``d, and the next caller probes.
+
 The breaker does no I/O, reads no clock and logs nothing: callers pass the
 time in and log the transitions it returns. That keeps it one object for the
 sync and the async storage, testable with a ``ManualClock``. The libraries
@@ -22,6 +30,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from ..core.rate import Duration, parse_duration_ms
 from ..errors import ConfigurationError
@@ -40,6 +49,13 @@ class BreakerState(StrEnum):
     """One probe call is in flight; the others skip the storage."""
 
 
+# Module constants: an enum member read through its class costs as much as
+# the rest of a breaker check.
+_CLOSED = BreakerState.CLOSED
+_OPEN = BreakerState.OPEN
+_HALF_OPEN = BreakerState.HALF_OPEN
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     """A change of state, for the caller to log."""
@@ -48,6 +64,26 @@ class Transition:
     new: BreakerState
     failures: int
     """Consecutive failures when it happened."""
+
+
+class Permit(NamedTuple):
+    """
+    What ``CircuitBreaker.allow`` says about one call.
+
+    Attributes:
+        allowed: The call may go to the storage.
+        probe: Not 0 when the call is the half-open probe: pass it to
+            ``record_success``, ``record_failure`` or ``release``.
+        transition: Not None when this call moved the breaker to half-open.
+    """
+
+    allowed: bool
+    probe: int
+    transition: Transition | None
+
+
+_CALL = Permit(True, 0, None)
+_REFUSED = Permit(False, 0, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +145,12 @@ class CircuitBreaker:
         self.failure_threshold = failure_threshold
         self.cool_down_us = cool_down_ms * US_PER_MS
         self._lock = threading.Lock()
-        self._state = BreakerState.CLOSED
+        self._state = _CLOSED
         self._failures = 0
         self._opened_total = 0
         self._open_until = 0
+        self._probes = 0
+        self._probe = 0  # the ticket of the probe in flight; 0 when none is
         self._probe_since = 0
 
     @property
@@ -120,91 +158,118 @@ class CircuitBreaker:
         """Where the breaker is now (a probe may move it at any time)."""
         return self._state
 
-    def allow(self, now_us: int) -> tuple[bool, Transition | None]:
+    def allow(self, now_us: int) -> Permit:
         """
         Say whether a call may go to the storage now.
 
         When the cool-down is over, the first caller becomes the probe (the
-        breaker goes half-open) and is allowed; everyone else is refused until
-        the probe reports. A probe that never reports (its caller died) is
-        replaced after another cool-down.
-
-        Returns:
-            ``(allowed, transition)``; ``transition`` is not None when this
-            call moved the breaker to half-open.
+        breaker goes half-open) and is allowed with a ticket; everyone else is
+        refused until the probe reports. A probe that never reports (its
+        caller died) is replaced after another cool-down.
         """
         state = self._state
-        if state is BreakerState.CLOSED:
-            return True, None
+        if state is _CLOSED:
+            return _CALL
 
-        if state is BreakerState.OPEN and now_us < self._open_until:
+        if state is _OPEN and now_us < self._open_until:
             # Read without the lock: at worst a caller that could have been
             # the probe is refused, and the next one probes.
-            return False, None
+            return _REFUSED
 
         return self._allow_slowly(now_us)
 
-    def _allow_slowly(self, now_us: int) -> tuple[bool, Transition | None]:
+    def _allow_slowly(self, now_us: int) -> Permit:
         with self._lock:
             state = self._state
-            if state is BreakerState.CLOSED:
-                return True, None
+            if state is _CLOSED:
+                return _CALL
 
-            if state is BreakerState.OPEN and now_us >= self._open_until:
-                self._state = BreakerState.HALF_OPEN
-                self._probe_since = now_us
-                return True, Transition(
-                    BreakerState.OPEN, BreakerState.HALF_OPEN, self._failures
-                )
+            if state is _OPEN:
+                if now_us < self._open_until:
+                    return _REFUSED
 
-            if (
-                state is BreakerState.HALF_OPEN
-                and now_us - self._probe_since >= self.cool_down_us
-            ):
-                self._probe_since = now_us
-                return True, None
+                self._state = _HALF_OPEN
+                transition = Transition(_OPEN, _HALF_OPEN, self._failures)
+                return Permit(True, self._new_probe(now_us), transition)
 
-            return False, None
+            if self._probe and now_us - self._probe_since < self.cool_down_us:
+                return _REFUSED
 
-    def record_success(self) -> Transition | None:
-        """Report that the storage answered; closes a half-open breaker."""
-        if self._state is BreakerState.CLOSED and not self._failures:
+            return Permit(True, self._new_probe(now_us), None)
+
+    def _new_probe(self, now_us: int) -> int:
+        self._probes += 1
+        self._probe = self._probes
+        self._probe_since = now_us
+        return self._probe
+
+    def record_success(self, probe: int = 0) -> Transition | None:
+        """
+        Report that the storage answered.
+
+        Args:
+            probe: The ticket ``allow()`` gave, when the call was the probe.
+
+        Returns:
+            The transition to closed, when this was the probe's answer.
+        """
+        if self._state is _CLOSED and not self._failures:
             return None
 
         with self._lock:
-            old, self._failures = self._state, 0
-            if old is BreakerState.CLOSED:
+            if self._state is _CLOSED:
+                self._failures = 0
                 return None
 
-            self._state = BreakerState.CLOSED
-            return Transition(old, BreakerState.CLOSED, 0)
+            if not probe or probe != self._probe:
+                return None  # stale: the call began before the breaker opened
 
-    def record_failure(self, now_us: int) -> Transition | None:
+            self._state = _CLOSED
+            self._failures = 0
+            self._probe = 0
+            return Transition(_HALF_OPEN, _CLOSED, 0)
+
+    def record_failure(self, now_us: int, probe: int = 0) -> Transition | None:
         """
         Report that the storage could not be reached.
+
+        Args:
+            now_us: When the failure was seen.
+            probe: The ticket ``allow()`` gave, when the call was the probe.
 
         Returns:
             The transition to open, when this failure caused one.
         """
         with self._lock:
-            self._failures += 1
             old = self._state
-            if old is BreakerState.OPEN:
-                return None
+            if old is _CLOSED:
+                self._failures += 1
+                if self._failures < self.failure_threshold:
+                    return None
 
-            if old is BreakerState.CLOSED and self._failures < self.failure_threshold:
-                return None
-
-            self._state = BreakerState.OPEN
-            self._open_until = now_us + self.cool_down_us
-            if old is BreakerState.CLOSED:
                 self._opened_total += 1
+            elif not probe or probe != self._probe:
+                return None  # stale: the breaker is already open
+            else:
+                self._failures += 1
 
-            return Transition(old, BreakerState.OPEN, self._failures)
+            self._state = _OPEN
+            self._open_until = now_us + self.cool_down_us
+            self._probe = 0
+            return Transition(old, _OPEN, self._failures)
+
+    def release(self, probe: int) -> None:
+        """
+        Give up a probe that got no answer either way (another error, or its
+        caller was cancelled): the next caller probes at once.
+        """
+        with self._lock:
+            if probe and probe == self._probe:
+                self._probe = 0
 
     def retry_after(self, now_us: int) -> float:
         """Seconds until a probe may run (0 unless open)."""
-        if self._state is not BreakerState.OPEN:
+        if self._state is not _OPEN:
             return 0.0
 
         return max(0, self._open_until - now_us) / 1_000_000
@@ -222,5 +287,6 @@ class CircuitBreaker:
     def reset(self) -> None:
         """Close the breaker and forget the failures (an operator's override)."""
         with self._lock:
-            self._state = BreakerState.CLOSED
+            self._state = _CLOSED
             self._failures = 0
+            self._probe = 0

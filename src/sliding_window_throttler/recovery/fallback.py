@@ -7,6 +7,12 @@ fleet still admits roughly ``limit`` hits per window instead of an unlimited
 number. When the storage answers again, decisions go back to it; the local
 windows are kept (they expire by themselves) for the next outage.
 
+The division rounds up: ``ceil(limit / app_servers)`` per server, so a client
+spread evenly over the fleet gets at least its limit, and at most
+``app_servers - 1`` hits more per window. Rounding down would refuse clients
+who keep to their limit (5/minute over 3 servers would be 1 each: 3 in all),
+and an outage is no reason to serve less than the contract promises.
+
 Limitation: the split assumes traffic is spread evenly over the app servers;
 one that gets most of a client's traffic refuses it early. And hits admitted
 locally are not in Redis, so just after recovery a client may get up to one
@@ -30,13 +36,26 @@ from .policy import FailureMode, mark_degraded
 _CACHE_SIZE = 1024
 
 
+def check_app_servers(app_servers: object) -> None:
+    """Raise ``ConfigurationError`` unless ``app_servers`` is a whole number >= 1."""
+    if isinstance(app_servers, bool) or not isinstance(app_servers, int):
+        raise ConfigurationError(
+            "app_servers", f"app_servers must be an integer, got {app_servers!r}"
+        )
+
+    if app_servers < 1:
+        raise ConfigurationError(
+            "app_servers", f"app_servers must be at least 1, got {app_servers}"
+        )
+
+
 class LocalFallback:
     """
     Decide with a per-process ``MemoryStorage`` while the storage fails.
 
     Args:
         app_servers: How many app servers share the traffic; each enforces
-            ``limit // app_servers`` (at least 1).
+            ``ceil(limit / app_servers)``.
         storage: The memory storage to use (a new one otherwise).
         clock: Passed to the new storage when ``storage`` is not given.
         max_pairs: Passed to the new storage when ``storage`` is not given.
@@ -55,16 +74,7 @@ class LocalFallback:
         clock: Clock | None = None,
         max_pairs: int = 100_000,
     ) -> None:
-        if isinstance(app_servers, bool) or not isinstance(app_servers, int):
-            raise ConfigurationError(
-                "app_servers", f"app_servers must be an integer, got {app_servers!r}"
-            )
-
-        if app_servers < 1:
-            raise ConfigurationError(
-                "app_servers", f"app_servers must be at least 1, got {app_servers}"
-            )
-
+        check_app_servers(app_servers)
         self.app_servers = app_servers
         self.storage = (
             storage
@@ -104,8 +114,14 @@ class LocalFallback:
             throttles = tuple(self._scale(t) for t in throttles)
 
         storage = self.storage
-        decide = storage.hit if operation == "hit" else storage.peek
-        return mark_degraded(decide(identifier, throttles, cost, now_us), self.name)
+        if operation == "hit" and now_us is None and len(throttles) == 1:
+            decision = storage.hit_one(identifier, throttles[0], cost)
+        elif operation == "hit":
+            decision = storage.hit(identifier, throttles, cost, now_us)
+        else:
+            decision = storage.peek(identifier, throttles, cost, now_us)
+
+        return mark_degraded(decision, self.name)
 
     def local_throttles(self, throttles: Sequence[Throttle]) -> tuple[Throttle, ...]:
         """The throttles with their limits divided by ``app_servers``."""
@@ -133,7 +149,7 @@ class LocalFallback:
 
         scaled = Throttle(
             throttle.name,
-            max(1, throttle.limit // self.app_servers),
+            -(-throttle.limit // self.app_servers),
             timedelta(milliseconds=throttle.ttl_ms),
             timedelta(milliseconds=throttle.block_duration_ms),
         )

@@ -10,7 +10,7 @@ recovers, or that is not recoverable at all, is raised unchanged.
 
 Strategies that decide alone (fail-open, fail-closed, lockdown, local
 fallback) are pure policy objects with a plain ``recover``. Strategies that
-call the storage again (retry, scripts fallback) also provide ``async def
+call the storage again (the retry) also provide ``async def
 arecover``, and a user's strategy may instead define ``async def recover``:
 the manager checks which once, when the strategy is added.
 """

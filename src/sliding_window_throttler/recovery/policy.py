@@ -1,9 +1,11 @@
 """
 The built-in strategies that decide without the storage, and their decisions.
 
-``FailOpen``, ``FailClosed`` and ``SecurityLockdown`` are pure policy objects;
-``ScriptsFallback`` switches a Redis storage to ``EVALSHA`` and calls again.
-The local fallback lives in ``fallback``, the retry in ``backoff``.
+``FailOpen``, ``FailClosed`` and ``SecurityLockdown`` are pure policy objects.
+The local fallback lives in ``fallback``, the retry in ``backoff``. There is no
+scripts fallback: the Redis storages switch from ``FCALL`` to ``EVALSHA``
+inside their loader (``storage/_redis_common.py``), which must work without
+this layer too.
 """
 
 from __future__ import annotations
@@ -12,14 +14,13 @@ import logging
 import threading
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import NoReturn, Protocol
+from typing import NoReturn
 
 from ..core.clock import Clock, MonotonicClock
 from ..core.decision import Decision, Outcome, ThrottleRecord
 from ..core.rate import Duration, Throttle, parse_duration_ms
 from ..errors import (
     ConfigurationError,
-    RedisFunctionError,
     SecurityViolationError,
     StorageError,
     StorageUnavailableError,
@@ -27,7 +28,6 @@ from ..errors import (
 )
 from .manager import US_PER_S, Operation, RecoveryContext, RecoveryResult
 
-logger = logging.getLogger(__name__)
 security_logger = logging.getLogger("sliding_window_throttler.security")
 
 
@@ -91,19 +91,8 @@ def blocked_decision(
 
 
 def mark_degraded(decision: Decision, strategy: str) -> Decision:
-    """
-    Mark a decision that a strategy just made as degraded.
-
-    Only for a fresh decision nobody else holds: it is marked in place, which
-    skips the copy (and the building of its lazy records) of ``as_degraded``.
-    """
-    try:
-        decision.degraded = True
-        decision.strategy = strategy
-    except AttributeError:  # a frozen Decision
-        return decision.as_degraded(strategy)
-
-    return decision
+    """Mark a decision that a strategy just made as degraded (a cheap copy)."""
+    return decision.as_degraded(strategy)
 
 
 class FailOpen:
@@ -144,10 +133,34 @@ class FailClosed:
 
     It raises ``StorageUnavailableError`` (a ``StorageError``) with the storage's
     error as ``__cause__``: the web layer answers 503 Service Unavailable, with
-    ``Retry-After`` from the error's ``retry_after`` when it is above 0.
+    ``Retry-After`` from the error's ``retry_after``, which is always above 0:
+    the time left in the breaker's cool-down when the error says it, else
+    ``retry_after``.
+
+    Args:
+        retry_after: Seconds to ask for when the error gives no time (a
+            failure before the breaker opens). ``ResilientStorage`` passes one
+            second, or its cool-down when shorter (see
+            ``first_failure_retry_after`` for why).
+
+    Raises:
+        ConfigurationError: for a ``retry_after`` that is not above 0.
     """
 
     name = FailureMode.FAIL_CLOSED.value
+
+    def __init__(self, retry_after: float = 1.0) -> None:
+        if (
+            isinstance(retry_after, bool)
+            or not isinstance(retry_after, int | float)
+            or not 0 < retry_after < float("inf")
+        ):
+            raise ConfigurationError(
+                "retry_after",
+                f"retry_after must be a number of seconds above 0, got {retry_after!r}",
+            )
+
+        self.retry_after = float(retry_after)
 
     def can_recover(self, error: ThrottlerError) -> bool:
         """Any storage failure."""
@@ -155,9 +168,13 @@ class FailClosed:
 
     def recover(self, error: ThrottlerError, context: RecoveryContext) -> NoReturn:
         """Raise ``StorageUnavailableError`` from ``error``."""
-        retry_after = (
-            error.retry_after if isinstance(error, StorageUnavailableError) else 0
-        )
+        retry_after = 0.0
+        if isinstance(error, StorageUnavailableError):
+            retry_after = error.retry_after
+
+        if not retry_after > 0:
+            retry_after = self.retry_after
+
         raise StorageUnavailableError(
             f"the storage cannot decide ({error.code}) and the failure strategy is "
             "fail-closed: refusing the request",
@@ -165,82 +182,6 @@ class FailClosed:
             strategy=self.name,
             context={"error_code": str(error.code)},
         ) from error
-
-
-class SupportsScripts(Protocol):
-    """A storage that can switch from Redis Functions to ``EVALSHA`` scripts."""
-
-    def use_scripts(self) -> None:
-        """Run the decision through ``EVALSHA`` from now on."""
-        ...
-
-
-class ScriptsFallback:
-    """
-    Switch a Redis storage from Functions to ``EVALSHA`` when Functions fail.
-
-    On ``RedisFunctionError`` of kind ``not_supported`` (a Redis before 7.0, or
-    ``FUNCTION`` forbidden by ACL) it calls ``storage.use_scripts()`` once and
-    makes the call again: the function never ran, so the hit was not counted.
-
-    Args:
-        storage: The storage to switch; it must have ``use_scripts()``.
-    """
-
-    name = "scripts-fallback"
-
-    def __init__(self, storage: SupportsScripts) -> None:
-        self._storage = storage
-        self._switched = False
-        self._lock = threading.Lock()
-
-    def can_recover(self, error: ThrottlerError) -> bool:
-        """``RedisFunctionError`` of kind ``not_supported``."""
-        return isinstance(error, RedisFunctionError) and error.kind == "not_supported"
-
-    def recover(
-        self, error: ThrottlerError, context: RecoveryContext
-    ) -> RecoveryResult:
-        """Switch to scripts and make the call again."""
-        self._switch(error)
-        if context.call is None:
-            return RecoveryResult(False, self.name, error=error)
-
-        try:
-            decision = context.call()
-        except StorageError as exc:
-            return RecoveryResult(False, self.name, error=exc)
-
-        return RecoveryResult(True, self.name, decision)
-
-    async def arecover(
-        self, error: ThrottlerError, context: RecoveryContext
-    ) -> RecoveryResult:
-        """The async face of ``recover``."""
-        self._switch(error)
-        if context.acall is None:
-            return RecoveryResult(False, self.name, error=error)
-
-        try:
-            decision = await context.acall()
-        except StorageError as exc:
-            return RecoveryResult(False, self.name, error=exc)
-
-        return RecoveryResult(True, self.name, decision)
-
-    def _switch(self, error: ThrottlerError) -> None:
-        with self._lock:
-            self._storage.use_scripts()
-            if self._switched:
-                return
-
-            self._switched = True
-
-        logger.warning(
-            "Redis Functions are not available (%s); deciding through EVALSHA "
-            "scripts from now on",
-            error.message,
-        )
 
 
 class SecurityLockdown:

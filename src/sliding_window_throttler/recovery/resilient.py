@@ -7,10 +7,12 @@ protocols around a primary storage (usually Redis):
 1. A security lockdown, when configured, refuses locked-down clients first.
 2. A circuit breaker keeps calls away from a storage that failed
    ``failure_threshold`` times in a row, for a cool-down; then one probe call
-   tells whether it is back.
-3. A failed call goes to the recovery manager: the scripts fallback (a Redis
-   storage without Functions), a retry where it is safe and fits the
-   deadline, then the failure strategy (fail-open, fail-closed or local).
+   tells whether it is back. Only the probe's answer counts then: a slow call
+   that began before the breaker opened cannot close it.
+3. A failed call goes to the recovery manager: a retry where it is safe and
+   fits the deadline, your extra strategies, then the failure strategy
+   (fail-open, fail-closed or local). (A Redis without Functions needs no
+   strategy: the Redis storages switch to ``EVALSHA`` by themselves.)
 4. Every decision a failure strategy makes is marked (``degraded``,
    ``strategy``) and counted in ``stats()``.
 
@@ -36,16 +38,18 @@ from ..core.clock import Clock
 from ..core.decision import Decision
 from ..core.rate import Duration, Throttle
 from ..errors import StorageError, StorageTimeoutError
-from ..storage.base import AsyncStorage, Storage
+from ..storage.base import AsyncStorage, Storage, StorageHealth
 from ._resilience import (
     DEFAULT_DEADLINE,
+    REFUSED,
     Resilience,
     ResilienceStats,
+    environment_kwargs,
     make_failure_strategy,
-    settings_kwargs,
 )
 from .backoff import ExponentialBackoff, RetryWithBackoff
 from .breaker import CircuitBreaker
+from .health import astorage_health, storage_health
 from .manager import (
     AnyStrategy,
     ErrorRecoveryManager,
@@ -108,7 +112,6 @@ class ResilientStorage:
     ) -> None:
         self.primary = primary
         self._core = Resilience(
-            primary,
             failure_strategy=failure_strategy,
             breaker=breaker,
             retry=retry,
@@ -125,9 +128,15 @@ class ResilientStorage:
     ) -> ResilientStorage:
         """
         Wrap ``primary`` as the settings say (``ThrottlerSettings`` from the
-        environment by default); ``kwargs`` override single arguments.
+        environment by default); ``kwargs`` override single arguments, and
+        the variables of an overridden argument are then neither read nor
+        checked (``breaker=`` skips ``SWT_BREAKER_*``, ``retry=`` skips
+        ``SWT_RETRY_ATTEMPTS`` and ``SWT_COMMAND_TIMEOUT``).
+
+        Raises:
+            ConfigurationError: naming the variable of a bad setting.
         """
-        return cls(primary, **{**settings_kwargs(settings), **kwargs})
+        return cls(primary, **environment_kwargs(settings, kwargs))
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -174,16 +183,20 @@ class ResilientStorage:
         """
         core = self._core
         core.forget(identifier, throttles)
-        if core.gate() is not None:
+        ticket = core.admit()
+        if ticket == REFUSED:
             raise core.unavailable()
 
         try:
             self.primary.reset(identifier, throttles)
         except StorageError as exc:
-            core.failed(exc)
+            core.failed(exc, ticket)
+            raise
+        except BaseException:
+            core.released(ticket)
             raise
 
-        core.succeeded()
+        core.succeeded(ticket)
 
     def close(self) -> None:
         """Close the primary storage."""
@@ -193,6 +206,13 @@ class ResilientStorage:
     def stats(self) -> ResilienceStats:
         """Counters: breaker state, degraded decisions, errors."""
         return self._core.stats()
+
+    def health(self) -> StorageHealth:
+        """
+        The primary storage's health, with the breaker's state in ``breaker``;
+        ``healthy`` is False while the breaker is not closed. Never raises.
+        """
+        return self._core.health(storage_health(self.primary))
 
     def _decide(
         self,
@@ -208,19 +228,17 @@ class ResilientStorage:
             if locked is not None:
                 return locked
 
-        refusal = core.gate()
-        if refusal is not None:
-            return core.short_circuit(
-                refusal, operation, identifier, throttles, cost, now_us
-            )
+        ticket = core.admit()
+        if ticket == REFUSED:
+            return core.short_circuit(operation, identifier, throttles, cost, now_us)
 
         context = core.context(operation, identifier, throttles, cost, now_us)
         try:
-            return self._call(context)
+            return self._call(context, ticket)
         except StorageError as exc:
             return self._recover(exc, context)
 
-    def _call(self, context: RecoveryContext) -> Decision:
+    def _call(self, context: RecoveryContext, ticket: int) -> Decision:
         """One call to the primary storage, reported to the breaker."""
         method = self.primary.hit if context.operation == "hit" else self.primary.peek
         try:
@@ -228,17 +246,23 @@ class ResilientStorage:
                 context.identifier, context.throttles, context.cost, context.now_us
             )
         except StorageError as exc:
-            self._core.failed(exc)
+            self._core.failed(exc, ticket)
+            raise
+        except BaseException:
+            # Neither an answer nor a storage failure (a ConfigurationError,
+            # an interrupt): a probe must not hold the breaker half-open.
+            self._core.released(ticket)
             raise
 
-        self._core.succeeded()
+        self._core.succeeded(ticket)
         return decision
 
     def _call_again(self, context: RecoveryContext) -> Decision:
-        if self._core.gate() is not None:
+        ticket = self._core.admit()
+        if ticket == REFUSED:
             raise self._core.unavailable()
 
-        return self._call(context)
+        return self._call(context, ticket)
 
     def _recover(self, error: StorageError, context: RecoveryContext) -> Decision:
         core = self._core
@@ -276,7 +300,6 @@ class AsyncResilientStorage:
     ) -> None:
         self.primary = primary
         self._core = Resilience(
-            primary,
             failure_strategy=failure_strategy,
             breaker=breaker,
             retry=retry,
@@ -295,7 +318,7 @@ class AsyncResilientStorage:
         **kwargs: Any,
     ) -> AsyncResilientStorage:
         """See ``ResilientStorage.from_settings``."""
-        return cls(primary, **{**settings_kwargs(settings), **kwargs})
+        return cls(primary, **environment_kwargs(settings, kwargs))
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -336,16 +359,20 @@ class AsyncResilientStorage:
         """See ``ResilientStorage.reset``."""
         core = self._core
         core.forget(identifier, throttles)
-        if core.gate() is not None:
+        ticket = core.admit()
+        if ticket == REFUSED:
             raise core.unavailable()
 
         try:
             await self.primary.reset(identifier, throttles)
         except StorageError as exc:
-            core.failed(exc)
+            core.failed(exc, ticket)
+            raise
+        except BaseException:
+            core.released(ticket)
             raise
 
-        core.succeeded()
+        core.succeeded(ticket)
 
     async def close(self) -> None:
         """Close the primary storage."""
@@ -355,6 +382,10 @@ class AsyncResilientStorage:
     def stats(self) -> ResilienceStats:
         """Counters: breaker state, degraded decisions, errors."""
         return self._core.stats()
+
+    async def health(self) -> StorageHealth:
+        """See ``ResilientStorage.health``; the primary's check is awaited."""
+        return self._core.health(await astorage_health(self.primary))
 
     async def _decide(
         self,
@@ -370,19 +401,17 @@ class AsyncResilientStorage:
             if locked is not None:
                 return locked
 
-        refusal = core.gate()
-        if refusal is not None:
-            return core.short_circuit(
-                refusal, operation, identifier, throttles, cost, now_us
-            )
+        ticket = core.admit()
+        if ticket == REFUSED:
+            return core.short_circuit(operation, identifier, throttles, cost, now_us)
 
         context = core.context(operation, identifier, throttles, cost, now_us)
         try:
-            return await self._call(context)
+            return await self._call(context, ticket)
         except StorageError as exc:
             return await self._recover(exc, context)
 
-    async def _call(self, context: RecoveryContext) -> Decision:
+    async def _call(self, context: RecoveryContext, ticket: int) -> Decision:
         """One call to the primary storage, cut at the deadline."""
         method = self.primary.hit if context.operation == "hit" else self.primary.peek
         args = (context.identifier, context.throttles, context.cost, context.now_us)
@@ -392,17 +421,23 @@ class AsyncResilientStorage:
             else:
                 decision = await _within(context, method(*args))
         except StorageError as exc:
-            self._core.failed(exc)
+            self._core.failed(exc, ticket)
+            raise
+        except BaseException:
+            # Neither an answer nor a storage failure (a ConfigurationError, a
+            # cancelled task): a probe must not hold the breaker half-open.
+            self._core.released(ticket)
             raise
 
-        self._core.succeeded()
+        self._core.succeeded(ticket)
         return decision
 
     async def _call_again(self, context: RecoveryContext) -> Decision:
-        if self._core.gate() is not None:
+        ticket = self._core.admit()
+        if ticket == REFUSED:
             raise self._core.unavailable()
 
-        return await self._call(context)
+        return await self._call(context, ticket)
 
     async def _recover(self, error: StorageError, context: RecoveryContext) -> Decision:
         core = self._core
