@@ -15,7 +15,8 @@ about it::
     │   │                            fail-closed refuses: answer 503
     │   ├── RedisFunctionError       the Lua function: not supported, load
     │   │                            failed or execution failed (``kind``)
-    │   └── StorageOperationError    Redis answered with an error (OOM, READONLY...)
+    │   └── StorageOperationError    Redis answered with an error (OOM, READONLY,
+    │                                credentials, NOPERM) or the pool stayed full
     ├── RateLimitExceededError       a hit was refused: answer 429
     └── SecurityViolationError       abuse detected (``violation_type``)
 
@@ -147,7 +148,7 @@ class StorageError(ThrottlerError):
 
 class RedisConnectionError(StorageError):
     """
-    Redis could not be reached (refused, reset, DNS, authentication).
+    Redis could not be reached (refused, reset, DNS, a Cluster slot in migration).
 
     Pass ``outcome_unknown=True`` when the connection broke after the command
     was sent (reset or closed while reading the reply): the hit may have been
@@ -261,7 +262,19 @@ class RedisFunctionError(StorageError):
 
 
 class StorageOperationError(StorageError):
-    """Redis answered a command with an error (out of memory, read-only...)."""
+    """
+    Redis answered a command with an error (out of memory, read-only, refused
+    credentials or permissions), or no connection of the pool came free.
+
+    The connection is fine, so it never opens the circuit breaker, and running
+    the call again would meet the same refusal, so it is never retried: the
+    failure strategy decides.
+
+    Args:
+        message: What happened.
+        suggestion: What to do, when it differs from the class's (the
+            credentials, an ACL, the pool size).
+    """
 
     default_code = ThrottlerErrorCode.STORAGE_OPERATION_FAILED
     default_severity = ErrorSeverity.HIGH
@@ -270,6 +283,20 @@ class StorageOperationError(StorageError):
         "maxmemory-policy (volatile-ttl suits throttle keys, which all expire); for "
         "READONLY point the client at the master."
     )
+
+    def __init__(
+        self,
+        message: str,
+        code: ThrottlerErrorCode | str | None = None,
+        recoverable: bool | None = None,
+        *,
+        severity: ErrorSeverity | None = None,
+        context: dict[str, Any] | None = None,
+        suggestion: str | None = None,
+    ) -> None:
+        super().__init__(message, code, recoverable, severity=severity, context=context)
+        if suggestion is not None:
+            self.suggestion = suggestion
 
 
 class StorageUnavailableError(StorageError):

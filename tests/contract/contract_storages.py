@@ -14,6 +14,7 @@ import pytest
 
 from sliding_window_throttler import Decision, ManualClock, MemoryStorage, Throttle
 from sliding_window_throttler.storage import AsyncRedisStorage, RedisStorage
+from sliding_window_throttler.storage.base import StorageHealth
 
 T = TypeVar("T")
 
@@ -48,6 +49,8 @@ class SyncStorage(Protocol):
     ) -> Decision: ...
 
     def reset(self, identifier: str, throttles: Sequence[Throttle] = ()) -> None: ...
+
+    def health(self) -> StorageHealth: ...
 
     def close(self) -> None: ...
 
@@ -95,6 +98,9 @@ class BlockingStorage:
 
     def reset(self, identifier: str, throttles: Sequence[Throttle] = ()) -> None:
         self._run(self.storage.reset(identifier, throttles))
+
+    def health(self) -> StorageHealth:
+        return self._run(self.storage.health())
 
     def close(self) -> None:
         try:

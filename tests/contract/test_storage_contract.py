@@ -11,6 +11,7 @@ import math
 from contract_storages import SyncStorage
 
 from sliding_window_throttler import Outcome, Throttle
+from sliding_window_throttler.storage.base import StorageHealth
 
 MS = 1_000
 S = 1_000_000
@@ -219,3 +220,13 @@ def test_many_hits_at_one_instant_all_count(
 
     assert admitted == [True] * 50 + [False] * 10
     assert storage.hit(identifier, [throttle], 1, 2 * S).allowed
+
+
+def test_a_working_storage_reports_itself_healthy(storage: SyncStorage) -> None:
+    health = storage.health()
+
+    assert isinstance(health, StorageHealth)
+    assert health.healthy
+    assert health.backend in ("memory", "redis")
+    if health.backend == "redis":
+        assert (health.answers_ping, health.accepts_writes) == (True, True)

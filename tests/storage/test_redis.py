@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from sliding_window_throttler import (
     RedisConnectionError,
     RedisFunctionError,
+    StorageOperationError,
     StorageTimeoutError,
     Throttle,
 )
-from sliding_window_throttler.storage import RedisStorage
+from sliding_window_throttler.recovery.backoff import is_retry_safe
+from sliding_window_throttler.storage import AsyncRedisStorage, RedisStorage
 from sliding_window_throttler.storage._redis_common import (
     LIBRARY,
     identifier_tag,
@@ -425,7 +432,7 @@ def test_a_unix_socket_url_works(
 
 
 def test_a_client_passed_in_stays_open(redis_server: RedisServer, prefix: str) -> None:
-    client = redis_server.client()
+    client = redis_server.client(retry=Retry(NoBackoff(), 0))
     storage = RedisStorage(client, prefix=prefix)
 
     storage.hit("alice", [Throttle("api", 1, 60)], 1)
@@ -522,3 +529,274 @@ def test_decisions_continue_after_a_sentinel_failover(
     with redis_sentinel.master().client() as master:
         assert redis_sentinel.master_address() == new_master
         assert master.exists(storage.keys("alice", [throttle])[1]) == 1
+
+
+# Many threads, one pool: waiting for a free connection, never failing
+
+
+def _storage_for(
+    request: pytest.FixtureRequest, topology: str, **options: Any
+) -> RedisStorage:
+    prefix = request.getfixturevalue("redis_prefix").rstrip(":")
+    if topology == "cluster":
+        nodes = request.getfixturevalue("redis_cluster").startup_nodes
+        return RedisStorage.from_cluster(nodes, prefix=prefix, **options)
+
+    if topology == "sentinel":
+        sentinels = request.getfixturevalue("redis_sentinel")
+        return RedisStorage.from_sentinel(
+            sentinels.service_name, sentinels.sentinels, prefix=prefix, **options
+        )
+
+    url = request.getfixturevalue("redis_server").url
+    return RedisStorage.from_url(url, prefix=prefix, **options)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("topology", ["standalone", "cluster", "sentinel"])
+def test_more_threads_than_connections_wait_and_all_get_decisions(
+    request: pytest.FixtureRequest, topology: str
+) -> None:
+    throttle = Throttle("api", 50, 60)
+    storage = _storage_for(request, topology)  # the defaults: 100 connections
+    start = threading.Barrier(150)
+
+    def hit() -> bool:
+        start.wait()
+        return storage.hit("one-key", [throttle], 1).allowed
+
+    with ThreadPoolExecutor(150) as pool:
+        allowed = list(pool.map(lambda _: hit(), range(150)))
+
+    assert allowed.count(True) == 50
+    assert allowed.count(False) == 100
+    assert storage.peek("one-key", [throttle], 0).records[0].total_hits == 50
+    storage.close()
+
+
+def test_a_pool_still_full_after_pool_timeout_is_an_operation_error(
+    fresh_redis_server: RedisServer,
+) -> None:
+    throttle = Throttle("api", 5, 60)
+    storage = RedisStorage.from_url(
+        fresh_redis_server.url, max_connections=1, pool_timeout=0.05, **TIMEOUTS
+    )
+    storage.hit("alice", [throttle], 1)
+    busy = threading.Thread(
+        target=storage.client.execute_command, args=("DEBUG", "SLEEP", 0.3)
+    )
+    busy.start()  # holds the only connection for 0.3 s
+    time.sleep(0.05)
+
+    began = time.monotonic()
+    with pytest.raises(StorageOperationError) as caught:
+        storage.hit("alice", [throttle], 1)
+    waited = time.monotonic() - began
+
+    busy.join()
+    error = caught.value
+    assert str(error) == (
+        "no free Redis connection for hit: all max_connections=1 stayed in use "
+        "for pool_timeout=0.05 s (nothing was sent)"
+    )
+    assert error.outcome_unknown is False
+    assert error.context["redis_error"] == "max_connections"
+    assert 0.04 < waited < 0.3  # before the holder is done
+    assert storage.hit("alice", [throttle], 1).records[0].total_hits == 2
+    storage.close()
+
+
+# A Cluster slot in migration
+
+
+def test_a_hit_on_a_migrating_slot_fails_as_retry_safe_and_counts_nothing(
+    prefix: str,
+) -> None:
+    throttle = Throttle("api", 5, 60)
+    with RedisCluster() as cluster:
+        storage = RedisStorage.from_cluster(
+            cluster.startup_nodes, prefix=prefix, **TIMEOUTS
+        )
+        storage.hit("alice", [throttle], 1)
+        index, ring = storage.keys("alice", [throttle])
+        _migrate_ring_only(storage.client, index, ring)
+
+        began = time.monotonic()
+        with pytest.raises(RedisConnectionError) as caught:
+            storage.hit("alice", [throttle], 1)
+        waited = time.monotonic() - began
+
+        async def hit_async() -> RedisConnectionError:
+            async with AsyncRedisStorage.from_cluster(
+                cluster.startup_nodes, prefix=prefix, **TIMEOUTS
+            ) as face:
+                with pytest.raises(RedisConnectionError) as caught:
+                    await face.hit("alice", [throttle], 1)
+                return caught.value
+
+        errors = [caught.value, asyncio.run(hit_async())]
+        target = storage.client.get_node_from_key(ring)
+        moved = storage.client.execute_command(
+            "GETRANGE", ring, 0, 28, target_nodes=target
+        )
+        storage.close()
+
+    for error in errors:
+        assert type(error) is RedisConnectionError
+        assert error.outcome_unknown is False
+        assert is_retry_safe(error, counts=True)
+        assert "a slot is migrating; the command never ran" in str(error)
+
+    # redis-py's redirect loop: 16 attempts, the last eight 50 ms apart.
+    assert 0.35 < waited < 2.0
+    assert int.from_bytes(moved[9:13], "big") == 1
+
+
+def _migrate_ring_only(
+    client: redis.cluster.RedisCluster, index: str, ring: str
+) -> None:
+    """Start moving the slot of ``index`` and move its ring alone: TRYAGAIN."""
+    slot = redis.cluster.key_slot(index.encode())
+    source = client.get_node_from_key(index)
+    target = next(n for n in client.get_primaries() if n.name != source.name)
+    source_id = client.execute_command("CLUSTER MYID", target_nodes=source)
+    target_id = client.execute_command("CLUSTER MYID", target_nodes=target)
+    client.execute_command(
+        "CLUSTER SETSLOT", slot, "IMPORTING", source_id, target_nodes=target
+    )
+    client.execute_command(
+        "CLUSTER SETSLOT", slot, "MIGRATING", target_id, target_nodes=source
+    )
+    client.execute_command(
+        "MIGRATE", target.host, target.port, ring, 0, 5000, target_nodes=source
+    )
+
+
+# Health
+
+
+def test_a_healthy_server_is_healthy(storage: RedisStorage, prefix: str) -> None:
+    health = storage.health()
+
+    assert (health.healthy, health.answers_ping, health.accepts_writes) == (
+        True,
+        True,
+        True,
+    )
+    assert health.backend == "redis"
+    assert 0 < health.latency_ms < 1_000
+    assert 0 < pttl(storage, f"{prefix}:{{health}}") <= 1_000
+
+
+def test_a_healthy_cluster_is_healthy(cluster_storage: RedisStorage) -> None:
+    health = cluster_storage.health()
+
+    assert (health.healthy, health.answers_ping, health.accepts_writes) == (
+        True,
+        True,
+        True,
+    )
+
+
+def test_a_server_pausing_writes_answers_ping_but_is_unhealthy(
+    fresh_redis_server: RedisServer,
+) -> None:
+    with RedisStorage.from_url(fresh_redis_server.url) as storage:
+        admin = fresh_redis_server.client()
+        admin.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+        try:
+            began = time.monotonic()
+            health = storage.health()
+            waited = time.monotonic() - began
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+            admin.close()
+
+    assert (health.healthy, health.answers_ping, health.accepts_writes) == (
+        False,
+        True,
+        False,
+    )
+    assert health.detail.startswith("Redis answered PING but did not acknowledge")
+    assert waited < 0.1 + 0.4  # the command timeout, and a margin
+
+
+def test_a_stopped_server_does_not_answer_ping_and_nothing_is_raised(
+    fresh_redis_server: RedisServer,
+) -> None:
+    with RedisStorage.from_url(fresh_redis_server.url) as storage:
+        fresh_redis_server.kill()
+        health = storage.health()
+
+    assert (health.healthy, health.answers_ping, health.accepts_writes) == (
+        False,
+        False,
+        False,
+    )
+    assert health.detail.startswith("Redis did not answer PING: Redis is unreachable")
+
+
+# Limitation: reset follows the index
+
+
+def test_reset_without_throttles_misses_rings_of_an_evicted_index(
+    storage: RedisStorage,
+) -> None:
+    old, new = Throttle("old", 5, 60), Throttle("new", 5, 60)
+    storage.hit("alice", [old], 1)
+    index, old_ring, new_ring = storage.keys("alice", [old, new])
+    storage.client.delete(index)  # as an allkeys-* or volatile-* policy may
+    storage.hit("alice", [new], 1)
+    storage.hit("alice", [old], 1)  # written again, but not created: not listed
+
+    storage.reset("alice")
+
+    assert storage.client.exists(index, new_ring) == 0
+    assert count_in_ring(storage, old_ring) == 2  # until it expires on its own
+    storage.reset("alice", [old])
+    assert storage.client.exists(old_ring) == 0
+
+
+# After FUNCTION FLUSH: one load for every caller that needs it at once
+
+
+def _function_loads(server: RedisServer) -> int:
+    with server.client() as admin:
+        stats = admin.info("commandstats")
+    return int(stats.get("cmdstat_function|load", {}).get("calls", 0))
+
+
+def test_threads_finding_the_library_missing_share_one_load(
+    fresh_redis_server: RedisServer,
+) -> None:
+    throttle = Throttle("api", 1_000, 60)
+    storage = RedisStorage.from_url(fresh_redis_server.url, **TIMEOUTS)
+    storage.hit("warm", [throttle], 1)
+    with fresh_redis_server.client() as admin:
+        admin.function_flush()
+        admin.config_resetstat()
+
+    # The load waits until every thread has found the library missing, so
+    # each of them would send its own without the shared flight.
+    missing = threading.Semaphore(0)
+    execute = storage._execute
+
+    def counting(args: tuple[Any, ...], key: str) -> Any:
+        if args[0] == "FUNCTION":
+            for _ in range(90):
+                assert missing.acquire(timeout=5)
+        try:
+            return execute(args, key)
+        except redis.ResponseError:
+            missing.release()
+            raise
+
+    storage._execute = counting  # type: ignore[method-assign]
+    with ThreadPoolExecutor(90) as pool:
+        decisions = list(
+            pool.map(lambda i: storage.hit(f"c{i}", [throttle], 1), range(90))
+        )
+
+    assert [d.records[0].total_hits for d in decisions] == [1] * 90
+    assert _function_loads(fresh_redis_server) == 1
+    storage.close()

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
+import threading
 import time
 from typing import Any
 
 import pytest
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
-from sliding_window_throttler import StorageTimeoutError, Throttle
+from sliding_window_throttler import (
+    ConfigurationError,
+    StorageOperationError,
+    StorageTimeoutError,
+    Throttle,
+)
 from sliding_window_throttler.storage import AsyncRedisStorage, RedisStorage
 from sliding_window_throttler.storage._redis_common import LIBRARY
+from sliding_window_throttler.storage.base import StorageHealth
 
-from redis_servers import RedisCluster, RedisServer, SentinelSet
+from redis_servers import RedisCluster, RedisServer, SentinelSet, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -356,3 +367,311 @@ def test_a_deadline_never_cancels_what_runs_after_it(
             await asyncio.sleep(0.2)
 
     asyncio.run(run())
+
+
+# One storage, several event loops (asyncio.run twice)
+
+
+def _total(client: Any, storage: AsyncRedisStorage, throttle: Throttle) -> int:
+    """The ring's count of admissions, read by a sync client."""
+    ring = storage.keys("alice", [throttle])[1]
+    return int.from_bytes(client.getrange(ring, 0, 28)[9:13], "big")
+
+
+def _connected_clients(server: RedisServer) -> int:
+    with server.client() as admin:
+        return int(admin.info("clients")["connected_clients"])
+
+
+def test_a_new_event_loop_gets_fresh_connections_and_counts_each_hit_once(
+    fresh_redis_server: RedisServer,
+) -> None:
+    throttle = Throttle("api", 5, 60)
+    storage = AsyncRedisStorage.from_url(fresh_redis_server.url, **TIMEOUTS)
+
+    async def hit() -> int:
+        return (await storage.hit("alice", [throttle], 1)).records[0].total_hits
+
+    totals = [asyncio.run(hit()), asyncio.run(hit()), asyncio.run(hit())]
+    gc.collect()  # a connection left to the GC would warn (an error here)
+
+    assert totals == [1, 2, 3]
+    with fresh_redis_server.client() as admin:
+        assert _total(admin, storage, throttle) == 3
+    # The old loops' connections are closed: one left, and the probe's.
+    wait_for(lambda: _connected_clients(fresh_redis_server) == 2, "old sockets closed")
+    asyncio.run(storage.close())
+    gc.collect()
+
+
+def test_a_sentinel_storage_moves_to_a_new_event_loop(
+    redis_sentinel: SentinelSet,
+) -> None:
+    throttle = Throttle("api", 5, 60)
+    storage = AsyncRedisStorage.from_sentinel(
+        redis_sentinel.service_name, redis_sentinel.sentinels, **TIMEOUTS
+    )
+
+    async def hit() -> int:
+        return (await storage.hit("alice", [throttle], 1)).records[0].total_hits
+
+    totals = [asyncio.run(hit()), asyncio.run(hit())]
+    asyncio.run(storage.close())
+    gc.collect()
+
+    assert totals == [1, 2]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("client", ["passed-in", "cluster"])
+# The first loop's sockets cannot be closed once it is gone: the GC does it.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_a_client_that_cannot_move_is_refused_in_a_new_loop_before_sending(
+    request: pytest.FixtureRequest, prefix: str, client: str
+) -> None:
+    throttle = Throttle("api", 5, 60)
+    if client == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        storage = AsyncRedisStorage.from_cluster(
+            cluster.startup_nodes, prefix=prefix, **TIMEOUTS
+        )
+        probe: Any = cluster.client()
+    else:
+        server = request.getfixturevalue("redis_server")
+        storage = AsyncRedisStorage(
+            redis.asyncio.Redis(port=server.port, retry=AsyncRetry(NoBackoff(), 0)),
+            prefix=prefix,
+        )
+        probe = server.client()
+
+    first, field, message = _two_loops(storage, throttle)
+    total = _total(probe, storage, throttle)
+    probe.close()
+    del storage
+    gc.collect()
+
+    assert first == 1
+    assert field == "client"
+    assert message.startswith("this storage was used from another event loop (its ")
+    assert "Create the storage inside the event loop that uses it" in message
+    assert total == 1  # nothing was sent
+
+
+def _two_loops(storage: AsyncRedisStorage, throttle: Throttle) -> tuple[int, str, str]:
+    """A hit in one event loop, then one in another: the total, then the error."""
+
+    async def hit() -> int:
+        return (await storage.hit("alice", [throttle], 1)).records[0].total_hits
+
+    first = asyncio.run(hit())
+    with pytest.raises(ConfigurationError) as caught:
+        asyncio.run(hit())
+
+    return first, caught.value.field, str(caught.value)
+
+
+def test_a_pooled_storage_is_refused_by_a_second_loop_while_the_first_is_open(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    throttle = Throttle("api", 5, 60)
+    storage = AsyncRedisStorage.from_url(redis_server.url, prefix=prefix, **TIMEOUTS)
+
+    async def hit() -> int:
+        return (await storage.hit("alice", [throttle], 1)).records[0].total_hits
+
+    first = asyncio.new_event_loop()
+    assert first.run_until_complete(hit()) == 1
+    with pytest.raises(ConfigurationError, match="which is still open"):
+        asyncio.run(hit())
+
+    first.close()
+    assert asyncio.run(hit()) == 2  # the first loop is gone: fresh connections
+    asyncio.run(storage.close())
+    gc.collect()
+
+
+# More tasks than connections: they wait
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("topology", ["standalone", "cluster"])
+def test_more_tasks_than_connections_wait_and_all_get_decisions(
+    request: pytest.FixtureRequest, prefix: str, topology: str
+) -> None:
+    throttle = Throttle("api", 50, 60)
+
+    async def run() -> list[Any]:
+        if topology == "cluster":
+            nodes = request.getfixturevalue("redis_cluster").startup_nodes
+            storage = AsyncRedisStorage.from_cluster(nodes, prefix=prefix)
+        else:
+            url = request.getfixturevalue("redis_server").url
+            storage = AsyncRedisStorage.from_url(url, prefix=prefix)
+
+        async with storage:  # the defaults: 100 connections
+            return await asyncio.gather(
+                *(storage.hit("one-key", [throttle], 1) for _ in range(300)),
+                return_exceptions=True,
+            )
+
+    decisions = asyncio.run(run())
+
+    assert [type(d).__name__ for d in decisions if not hasattr(d, "allowed")] == []
+    assert [d.allowed for d in decisions].count(True) == 50
+    assert [d.allowed for d in decisions].count(False) == 250
+
+
+def test_a_task_finding_no_free_connection_in_time_gets_an_operation_error(
+    fresh_redis_server: RedisServer,
+) -> None:
+    throttle = Throttle("api", 5, 60)
+
+    async def run() -> tuple[StorageOperationError, int, float]:
+        async with AsyncRedisStorage.from_url(
+            fresh_redis_server.url, max_connections=1, pool_timeout=0.05, **TIMEOUTS
+        ) as storage:
+            await storage.hit("alice", [throttle], 1)
+            stall = threading.Thread(
+                target=_debug_sleep, args=(fresh_redis_server, 0.3)
+            )
+            stall.start()
+            await asyncio.sleep(0.05)
+            holder = asyncio.ensure_future(storage.hit("alice", [throttle], 1))
+            await asyncio.sleep(0.01)  # it holds the only connection
+            began = time.monotonic()
+            with pytest.raises(StorageOperationError) as caught:
+                await storage.hit("alice", [throttle], 1)
+            waited = time.monotonic() - began
+            total = (await holder).records[0].total_hits
+            stall.join()
+            return caught.value, total, waited
+
+    error, total, waited = asyncio.run(run())
+
+    assert str(error) == (
+        "no free Redis connection for hit: all max_connections=1 stayed in use "
+        "for pool_timeout=0.05 s (nothing was sent)"
+    )
+    assert error.outcome_unknown is False
+    assert error.context["redis_error"] == "max_connections"
+    assert total == 2  # the refused hit was never counted
+    assert 0.04 < waited < 0.3  # before the holder is done
+
+
+def _debug_sleep(server: RedisServer, seconds: float) -> None:
+    with server.client() as admin:
+        admin.execute_command("DEBUG", "SLEEP", seconds)
+
+
+# Health
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("topology", ["standalone", "cluster"])
+def test_async_health_of_a_healthy_server(
+    request: pytest.FixtureRequest, prefix: str, topology: str
+) -> None:
+    async def run() -> StorageHealth:
+        if topology == "cluster":
+            nodes = request.getfixturevalue("redis_cluster").startup_nodes
+            storage = AsyncRedisStorage.from_cluster(nodes, prefix=prefix)
+        else:
+            url = request.getfixturevalue("redis_server").url
+            storage = AsyncRedisStorage.from_url(url, prefix=prefix)
+
+        async with storage:
+            return await storage.health()
+
+    health = asyncio.run(run())
+
+    assert (health.healthy, health.answers_ping, health.accepts_writes) == (
+        True,
+        True,
+        True,
+    )
+    assert health.detail.startswith("Redis answered PING and acknowledged a write")
+
+
+@pytest.mark.parametrize("client", ["ours", "passed-in"])
+def test_async_health_under_client_pause_write_returns_within_the_timeout(
+    fresh_redis_server: RedisServer, client: str
+) -> None:
+    async def run() -> tuple[StorageHealth, float]:
+        if client == "ours":
+            storage = AsyncRedisStorage.from_url(fresh_redis_server.url)
+        else:  # no socket timeout: the check's own deadline bounds it
+            storage = AsyncRedisStorage(
+                redis.asyncio.Redis(
+                    port=fresh_redis_server.port, retry=AsyncRetry(NoBackoff(), 0)
+                )
+            )
+
+        await storage.health()  # connected
+        with fresh_redis_server.client() as admin:
+            admin.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+            try:
+                began = time.monotonic()
+                health = await storage.health()
+                waited = time.monotonic() - began
+            finally:
+                admin.execute_command("CLIENT", "UNPAUSE")
+
+        await storage.client.aclose()
+        return health, waited
+
+    health, waited = asyncio.run(run())
+
+    assert (health.healthy, health.answers_ping, health.accepts_writes) == (
+        False,
+        True,
+        False,
+    )
+    assert waited < 0.1 + 0.4  # the command timeout, and a margin
+
+
+def test_async_health_of_a_stopped_server_raises_nothing(
+    fresh_redis_server: RedisServer,
+) -> None:
+    async def run() -> StorageHealth:
+        async with AsyncRedisStorage.from_url(fresh_redis_server.url) as storage:
+            fresh_redis_server.kill()
+            return await storage.health()
+
+    health = asyncio.run(run())
+
+    assert (health.healthy, health.answers_ping, health.accepts_writes) == (
+        False,
+        False,
+        False,
+    )
+
+
+# After FUNCTION FLUSH: one load for every caller that needs it at once
+
+
+def test_tasks_finding_the_library_missing_share_one_load(
+    fresh_redis_server: RedisServer,
+) -> None:
+    throttle = Throttle("api", 1_000, 60)
+
+    async def run() -> list[int]:
+        async with AsyncRedisStorage.from_url(
+            fresh_redis_server.url, **TIMEOUTS
+        ) as storage:
+            # 90 connections ready: the 90 calls below go out at once.
+            await asyncio.gather(
+                *(storage.hit(f"w{i}", [throttle], 1) for i in range(90))
+            )
+            with fresh_redis_server.client() as admin:
+                admin.function_flush()
+                admin.config_resetstat()
+
+            decisions = await asyncio.gather(
+                *(storage.hit(f"c{i}", [throttle], 1) for i in range(90))
+            )
+            return [d.records[0].total_hits for d in decisions]
+
+    assert asyncio.run(run()) == [1] * 90
+    with fresh_redis_server.client() as admin:
+        stats = admin.info("commandstats")
+    assert stats["cmdstat_function|load"]["calls"] == 1

@@ -12,7 +12,12 @@ from importlib import resources
 from typing import Any
 
 import pytest
+import redis
+import redis.asyncio
 from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from sliding_window_throttler import (
     ConfigurationError,
@@ -24,11 +29,17 @@ from sliding_window_throttler import (
     StorageTimeoutError,
     Throttle,
 )
+from sliding_window_throttler.recovery.backoff import RetryWithBackoff, is_retry_safe
 from sliding_window_throttler.storage._redis_common import (
+    CREDENTIALS_SUGGESTION,
     LIBRARY,
+    PERMISSIONS_SUGGESTION,
+    POOL_SUGGESTION,
     Command,
     Plan,
+    PoolLimits,
     RedisCore,
+    check_client,
     client_timeouts,
     cluster_url,
     decide_args,
@@ -37,6 +48,7 @@ from sliding_window_throttler.storage._redis_common import (
     load_library,
     map_redis_errors,
     parse_decision,
+    pool_limits,
     ring_key,
 )
 
@@ -636,7 +648,28 @@ def test_reset_gives_up_if_the_index_never_settles() -> None:
         ),
         (
             redis_errors.AuthenticationError("invalid password"),
-            RedisConnectionError,
+            StorageOperationError,
+            False,
+        ),
+        (redis_errors.MaxConnectionsError("Too many"), StorageOperationError, False),
+        (
+            redis_errors.ConnectionError("No connection available."),
+            StorageOperationError,
+            False,
+        ),
+        (redis_errors.ClusterError("TTL exhausted."), RedisConnectionError, False),
+        (redis_errors.TryAgainError("TRYAGAIN"), RedisConnectionError, False),
+        (
+            redis_errors.NoPermissionError("NOPERM no permissions to access a key"),
+            StorageOperationError,
+            False,
+        ),
+        (
+            redis_errors.ResponseError(
+                "The user executing the script can't run this command or "
+                "subcommand script: swt_0_decide, on @user_function:504."
+            ),
+            StorageOperationError,
             False,
         ),
         (redis_errors.BusyLoadingError("loading"), RedisConnectionError, False),
@@ -695,3 +728,202 @@ def test_the_package_imports_without_redis_and_names_the_extra() -> None:
     )
 
     assert "pip install 'sliding-window-throttler[redis]'" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("raised", "suggestion", "code"),
+    [
+        (
+            redis_errors.AuthenticationError("invalid username-password pair"),
+            CREDENTIALS_SUGGESTION,
+            "AUTH",
+        ),
+        (
+            redis_errors.NoPermissionError("NOPERM no permissions to access a key"),
+            PERMISSIONS_SUGGESTION,
+            "NOPERM",
+        ),
+        (
+            redis_errors.ResponseError(
+                "The user executing the script can't run this command or "
+                "subcommand script: 0a1b, on @user_script:503."
+            ),
+            PERMISSIONS_SUGGESTION,
+            "NOPERM",
+        ),
+        (
+            redis_errors.ConnectionError("No connection available."),
+            POOL_SUGGESTION,
+            "max_connections",
+        ),
+    ],
+)
+def test_refusals_a_retry_cannot_cure_are_never_retried(
+    raised: Exception, suggestion: str, code: str
+) -> None:
+    with pytest.raises(StorageOperationError) as caught, map_redis_errors("hit"):
+        raise raised
+
+    error = caught.value
+    assert error.get_recovery_suggestion() == suggestion
+    assert error.context["redis_error"] == code
+    assert error.outcome_unknown is False
+    assert error.is_recoverable  # the failure strategy still decides
+    assert not RetryWithBackoff().can_recover(error)
+    assert not is_retry_safe(error, counts=False)
+    assert not is_retry_safe(error, counts=True)
+
+
+def test_refused_credentials_say_so() -> None:
+    with pytest.raises(StorageOperationError) as caught, map_redis_errors("hit"):
+        raise redis_errors.AuthenticationError("invalid username-password pair")
+
+    assert caught.value.message == (
+        "Redis refused the credentials for hit: invalid username-password pair"
+    )
+
+
+def test_a_migrating_slot_is_a_connection_error_safe_to_retry() -> None:
+    with pytest.raises(RedisConnectionError) as caught, map_redis_errors("hit"):
+        raise redis_errors.ClusterError("TTL exhausted.")
+
+    assert caught.value.message == (
+        "the Redis Cluster redirected hit until redis-py gave up (a slot is "
+        "migrating; the command never ran): TTL exhausted."
+    )
+    assert is_retry_safe(caught.value, counts=True)
+
+
+def test_an_exhausted_pool_names_max_connections() -> None:
+    with pytest.raises(StorageOperationError) as caught, map_redis_errors("hit"):
+        raise redis_errors.MaxConnectionsError("Too many connections")
+
+    assert caught.value.message == (
+        "no free Redis connection for hit: all max_connections of the pool are in "
+        "use (nothing was sent)"
+    )
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 2.0, "10"])
+def test_max_connections_must_be_a_positive_whole_number(value: Any) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        pool_limits(value, 0.5)
+
+    assert caught.value.field == "max_connections"
+
+
+@pytest.mark.parametrize("value", [0, -1, True, "1"])
+def test_pool_timeout_must_be_positive_seconds(value: Any) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        pool_limits(10, value)
+
+    assert caught.value.field == "pool_timeout"
+
+
+def test_pool_limits_default_to_redis_pys_pool_size_and_half_a_second() -> None:
+    assert pool_limits(100, 0.5) == PoolLimits()
+    assert PoolLimits() == PoolLimits(max_connections=100, timeout=0.5)
+    assert pool_limits(3, None).timeout is None
+
+
+# Clients passed in: none may send a command twice
+
+FACES = [
+    pytest.param(redis.Redis, Retry, id="sync"),
+    pytest.param(redis.asyncio.Redis, AsyncRetry, id="asyncio"),
+]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        lambda retry: {},  # redis-py 8 retries on connection errors and timeouts
+        lambda retry: {"retry": retry(NoBackoff(), 1)},
+        lambda retry: {"retry": None, "retry_on_error": [redis_errors.ConnectionError]},
+    ],
+    ids=["default", "one-retry", "retry-on-error"],
+)
+@pytest.mark.parametrize(("face", "retry"), FACES)
+def test_a_client_that_retries_commands_is_refused(
+    face: type, retry: type, options: Callable[[type], dict[str, Any]]
+) -> None:
+    client = face(port=1, **options(retry))  # connects on first use only
+
+    with pytest.raises(ConfigurationError) as caught:
+        check_client(client, redis.cluster.RedisCluster)
+
+    assert caught.value.field == "client"
+    assert "retry=Retry(NoBackoff(), 0)" in str(caught.value)
+    assert "counted twice" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [lambda retry: {"retry": retry(NoBackoff(), 0)}, lambda retry: {"retry": None}],
+    ids=["no-retries", "none"],
+)
+@pytest.mark.parametrize(("face", "retry"), FACES)
+def test_a_client_without_retries_is_accepted(
+    face: type, retry: type, options: Callable[[type], dict[str, Any]]
+) -> None:
+    check_client(face(port=1, **options(retry)), redis.cluster.RedisCluster)
+
+
+# Health
+
+
+def test_a_health_check_pings_then_writes_a_short_lived_key_under_the_prefix() -> None:
+    health, commands = drive(RedisCore(prefix="app").health(), lambda c: b"OK")
+
+    assert [c.args for c in commands] == [
+        ("PING",),
+        ("SET", "app:{health}", "ok", "PX", 1_000),
+    ]
+    assert {c.key for c in commands} == {"app:{health}"}
+    assert (health.healthy, health.answers_ping, health.accepts_writes) == (
+        True,
+        True,
+        True,
+    )
+    assert health.backend == "redis"
+    assert health.detail.startswith("Redis answered PING and acknowledged a write in ")
+
+
+def test_a_health_check_reports_a_refused_write_and_never_raises() -> None:
+    def answer(command: Command) -> Any:
+        if command.args[0] == "SET":
+            raise redis_errors.ReadOnlyError(
+                "You can't write against a read only replica."
+            )
+        return b"PONG"
+
+    health, _ = drive(RedisCore().health(), answer)
+
+    assert (health.healthy, health.answers_ping, health.accepts_writes) == (
+        False,
+        True,
+        False,
+    )
+    assert health.detail == (
+        "Redis answered PING but did not acknowledge a write (as under CLIENT "
+        "PAUSE WRITE, on a read-only replica or with memory full): Redis refused "
+        "health (ReadOnlyError): You can't write against a read only replica."
+    )
+
+
+def test_a_health_check_without_ping_tries_no_write() -> None:
+    def answer(command: Command) -> Any:
+        raise redis_errors.ConnectionError("Error 111 connecting to h:1. Refused.")
+
+    health, commands = drive(RedisCore().health(), answer)
+
+    assert [c.args[0] for c in commands] == ["PING"]
+    assert (health.healthy, health.answers_ping, health.accepts_writes) == (
+        False,
+        False,
+        False,
+    )
+    assert health.detail == (
+        "Redis did not answer PING: Redis is unreachable for health: Error 111 "
+        "connecting to h:1. Refused."
+    )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from ..errors import (
     ThrottlerError,
     shown,
 )
+from .base import StorageHealth
 
 try:
     from redis import exceptions as redis_errors
@@ -62,6 +64,17 @@ included: one event loop opening 50 connections at once needs some 50 ms on an
 idle machine, and several times that on a busy one. A server that is down
 still fails at once (connection refused)."""
 DEFAULT_COMMAND_TIMEOUT = 0.1
+DEFAULT_MAX_CONNECTIONS = 100
+"""Connections a storage keeps to one server (per node on Cluster), redis-py's
+own pool size. A call beyond them waits for a free one instead of failing."""
+DEFAULT_POOL_TIMEOUT = 0.5
+"""Seconds a call beyond ``max_connections`` waits for a free connection. On a
+healthy server one comes free within a command's time, but 150 threads
+starting at once waited up to 0.12 s on an idle two-CPU machine (the first
+hundred connecting) and 0.4 s on a busy one; a stalled server frees them
+within its command timeout, as their commands time out."""
+HEALTH_TTL_MS = 1_000
+"""Milliseconds the key written by a health check lives."""
 MAX_TIME_US = 2**52
 """Times and costs beyond this would lose precision as Lua doubles."""
 
@@ -93,10 +106,14 @@ class Command:
     Attributes:
         args: The command and its arguments.
         key: A key of the command; on Cluster the command goes to its node.
+        once: Callers that need it at the same time (on the same node) send
+            it once and share its reply: the library's ``FUNCTION LOAD``,
+            which every caller needs after a ``FUNCTION FLUSH``.
     """
 
     args: tuple[str | int | bytes, ...]
     key: str
+    once: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,21 +296,54 @@ def client_timeouts(
     socket_connect_timeout: float | None, socket_timeout: float | None
 ) -> dict[str, float | None]:
     """Check the timeouts (seconds) and return them as redis-py options."""
-    for field, value in (
-        ("socket_connect_timeout", socket_connect_timeout),
-        ("socket_timeout", socket_timeout),
-    ):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
-        ):
-            raise ConfigurationError(
-                field, f"{field} must be a positive number of seconds, got {value!r}"
-            )
-
     return {
-        "socket_connect_timeout": socket_connect_timeout,
-        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": _seconds(
+            "socket_connect_timeout", socket_connect_timeout
+        ),
+        "socket_timeout": _seconds("socket_timeout", socket_timeout),
     }
+
+
+def _seconds(field: str, value: float | None) -> float | None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+    ):
+        raise ConfigurationError(
+            field, f"{field} must be a positive number of seconds, got {value!r}"
+        )
+
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """
+    How many connections a storage keeps to one server (to each node of a
+    Cluster), and how long a call beyond them waits for a free one.
+    """
+
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    timeout: float | None = DEFAULT_POOL_TIMEOUT
+    """Seconds; None waits as long as it takes."""
+
+
+DEFAULT_LIMITS = PoolLimits()
+
+
+def pool_limits(max_connections: int, pool_timeout: float | None) -> PoolLimits:
+    """Check the pool settings and return them."""
+    if (
+        isinstance(max_connections, bool)
+        or not isinstance(max_connections, int)
+        or max_connections < 1
+    ):
+        raise ConfigurationError(
+            "max_connections",
+            "max_connections must be a whole number of connections, at least 1, "
+            f"got {shown(max_connections)}",
+        )
+
+    return PoolLimits(max_connections, _seconds("pool_timeout", pool_timeout))
 
 
 def cluster_url(url: str) -> str | None:
@@ -305,13 +355,27 @@ def cluster_url(url: str) -> str | None:
     return None
 
 
+@contextmanager
+def _url_errors() -> Iterator[None]:
+    try:
+        yield
+    except ConfigurationError:
+        raise
+    except ValueError as exc:  # redis-py's word for a malformed URL
+        raise ConfigurationError(
+            "url",
+            f"not a Redis URL ({exc}); write redis://[:password@]host[:port][/db],"
+            " rediss://..., unix:///path or redis+cluster://host:port",
+        ) from exc
+
+
 @dataclass(frozen=True, slots=True)
 class ClientKit:
     """
     The redis-py classes of one face (sync or asyncio), and how both faces
-    build clients from settings: with our timeouts and without retries (a
-    retried hit may count twice; retrying is the recovery layer's job). The
-    caller's options win over ours.
+    build clients from settings: with our timeouts, without retries (a
+    retried hit may count twice; retrying is the recovery layer's job), and
+    with the pool's limits. The caller's options win over ours.
     """
 
     redis: Any
@@ -319,30 +383,51 @@ class ClientKit:
     cluster_node: Any
     sentinel: Any
     retry: Any
+    blocking_pool: Any = None
+    """The sync face's ``BlockingConnectionPool``: a thread beyond
+    ``max_connections`` waits up to the pool timeout for a free connection.
+    None on the asyncio face, whose storage makes tasks wait itself
+    (redis.asyncio's Sentinel and Cluster clients have no waiting pool)."""
+    sentinel_pool: Any = None
+    """The same for a Sentinel master (see ``redis.py``)."""
 
     def _options(
-        self, timeouts: Mapping[str, Any], options: Mapping[str, Any]
+        self,
+        timeouts: Mapping[str, Any],
+        options: Mapping[str, Any],
+        limits: PoolLimits,
+        pool: Any = None,
     ) -> dict[str, Any]:
-        return {**timeouts, "retry": self.retry(NoBackoff(), 0), **options}
+        ours: dict[str, Any] = {
+            **timeouts,
+            "retry": self.retry(NoBackoff(), 0),
+            "max_connections": limits.max_connections,
+        }
+        if pool is not None:
+            ours["connection_pool_class"] = pool
+            ours["timeout"] = limits.timeout
+
+        return {**ours, **options}
 
     def from_url(
-        self, url: str, timeouts: Mapping[str, Any], options: Mapping[str, Any]
+        self,
+        url: str,
+        timeouts: Mapping[str, Any],
+        options: Mapping[str, Any],
+        limits: PoolLimits = DEFAULT_LIMITS,
     ) -> Any:
         """A client for ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://``."""
         plain = cluster_url(url)
-        try:
-            with map_redis_errors("connect"):
-                if plain is not None:
-                    settings = self._options(timeouts, options)
-                    return self.cluster.from_url(plain, **settings)
+        settings = self._options(timeouts, options, limits, self.blocking_pool)
+        with _url_errors(), map_redis_errors("connect"):
+            if plain is not None:
+                return self.cluster.from_url(plain, **settings)
 
-                return self.redis.from_url(url, **self._options(timeouts, options))
-        except ValueError as exc:  # redis-py's word for a malformed URL
-            raise ConfigurationError(
-                "url",
-                f"not a Redis URL ({exc}); write redis://[:password@]host[:port][/db],"
-                " rediss://..., unix:///path or redis+cluster://host:port",
-            ) from exc
+            pool = settings.pop("connection_pool_class", None)
+            if pool is None:
+                return self.redis.from_url(url, **settings)
+
+            return self.redis.from_pool(pool.from_url(url, **settings))
 
     def from_cluster(
         self,
@@ -350,6 +435,7 @@ class ClientKit:
         url: str | None,
         timeouts: Mapping[str, Any],
         options: Mapping[str, Any],
+        limits: PoolLimits = DEFAULT_LIMITS,
     ) -> Any:
         """A Cluster client from nodes or a node's URL."""
         if not startup_nodes and url is None:
@@ -357,10 +443,11 @@ class ClientKit:
                 "startup_nodes", "a Cluster needs startup_nodes or a url"
             )
 
-        settings = self._options(timeouts, options)
+        settings = self._options(timeouts, options, limits, self.blocking_pool)
         with map_redis_errors("connect"):
             if url is not None:
-                return self.cluster.from_url(cluster_url(url) or url, **settings)
+                with _url_errors():
+                    return self.cluster.from_url(cluster_url(url) or url, **settings)
 
             nodes = [self.cluster_node(host, port) for host, port in startup_nodes]
             return self.cluster(startup_nodes=nodes, **settings)
@@ -373,6 +460,7 @@ class ClientKit:
         sentinel_options: Mapping[str, Any] | None,
         options: Mapping[str, Any],
         master_timeouts: Mapping[str, Any] | None = None,
+        limits: PoolLimits = DEFAULT_LIMITS,
     ) -> tuple[Any, list[Any]]:
         """
         The master client of ``service_name``, and every client to close.
@@ -381,23 +469,35 @@ class ClientKit:
         if not sentinels:
             raise ConfigurationError("sentinels", "give at least one (host, port)")
 
+        master = master_timeouts or timeouts
+        settings = self._options(master, options, limits, self.sentinel_pool)
         sentinel = self.sentinel(
             list(sentinels),
             sentinel_kwargs={**timeouts, **(sentinel_options or {})},
-            **self._options(master_timeouts or timeouts, options),
+            **self._options(master, options, limits),
         )
-        client = sentinel.master_for(service_name)
+        # master_for passes its own keywords to the master's pool only.
+        pool_settings = {k: v for k, v in settings.items() if k in _POOL_OPTIONS}
+        client = sentinel.master_for(service_name, **pool_settings)
         return client, [client, *sentinel.sentinels]
 
 
+_POOL_OPTIONS = frozenset({"connection_pool_class", "max_connections", "timeout"})
+
+
 @contextmanager
-def map_redis_errors(operation: str) -> Iterator[None]:
+def map_redis_errors(
+    operation: str, limits: PoolLimits | None = None
+) -> Iterator[None]:
     """
     Translate redis-py exceptions into this package's errors.
 
     The only place where that happens: timeouts become ``StorageTimeoutError``,
-    unreachable servers ``RedisConnectionError``, failures of the Lua code
-    ``RedisFunctionError`` and other error replies ``StorageOperationError``.
+    unreachable servers (and Cluster redirects that never ended)
+    ``RedisConnectionError``, failures of the Lua code ``RedisFunctionError``,
+    and other error replies, refused credentials and a pool with no free
+    connection ``StorageOperationError`` (naming the pool's ``limits`` when
+    known).
     """
     try:
         yield
@@ -409,14 +509,31 @@ def map_redis_errors(operation: str) -> Iterator[None]:
             outcome_unknown=_may_have_run(exc),
             context={"backend": "redis", "operation": operation},
         ) from exc
+    except (redis_errors.AuthenticationError, redis_errors.AuthorizationError) as exc:
+        # Not an outage: every retry would be refused the same way.
+        raise StorageOperationError(
+            f"Redis refused the credentials for {operation}: {exc}",
+            context={"backend": "redis", "operation": operation, "redis_error": "AUTH"},
+            suggestion=CREDENTIALS_SUGGESTION,
+        ) from exc
     except (
         redis_errors.ConnectionError,
-        redis_errors.ClusterDownError,
+        redis_errors.ClusterError,
         redis_errors.TryAgainError,
         redis_errors.RedisClusterException,
     ) as exc:
+        if is_pool_exhausted(exc):
+            raise pool_exhausted(operation, limits) from exc
+
+        message = f"Redis is unreachable for {operation}: {exc}"
+        if type(exc) in (redis_errors.ClusterError, redis_errors.TryAgainError):
+            message = (
+                f"the Redis Cluster redirected {operation} until redis-py gave up "
+                f"(a slot is migrating; the command never ran): {exc}"
+            )
+
         raise RedisConnectionError(
-            f"Redis is unreachable for {operation}: {exc}",
+            message,
             outcome_unknown=_may_have_run(exc),
             context={"backend": "redis", "operation": operation},
         ) from exc
@@ -437,12 +554,66 @@ def map_redis_errors(operation: str) -> Iterator[None]:
         ) from exc
 
 
+CREDENTIALS_SUGGESTION = (
+    "Redis refused the username or password: check them in the URL or the client "
+    "options against the server's requirepass or ACL users (ACL LIST). Retrying "
+    "cannot help; the failure strategy decides until the configuration is fixed."
+)
+PERMISSIONS_SUGGESTION = (
+    "The Redis ACL user lacks a permission the throttle needs: allow its keys "
+    "(~<prefix>:*), FCALL, FUNCTION LOAD, EVALSHA and EVAL, and the commands the "
+    "Lua library runs (GET, SET, GETRANGE, SETRANGE, PEXPIRE, PEXPIREAT, PTTL, DEL, "
+    "TIME; health checks add PING). Retrying cannot help; the failure strategy "
+    "decides until the ACL is fixed."
+)
+POOL_SUGGESTION = (
+    "Every connection of the storage's pool stayed busy: raise max_connections "
+    "(default 100 per server) or pool_timeout (default 0.5 s), or run fewer "
+    "concurrent requests per process. Redis itself may be fine; the failure "
+    "strategy decides this call."
+)
+
+
+def is_pool_exhausted(exc: BaseException) -> bool:
+    """Whether redis-py found no free connection in its pool (nothing was sent)."""
+    # BlockingConnectionPool says so with a plain ConnectionError.
+    return isinstance(exc, redis_errors.MaxConnectionsError) or (
+        type(exc) is redis_errors.ConnectionError
+        and str(exc) == "No connection available."
+    )
+
+
+def pool_exhausted(
+    operation: str, limits: PoolLimits | None = None
+) -> StorageOperationError:
+    """The error of a call that found no free connection (in time)."""
+    pool = "all max_connections of the pool are in use"
+    if limits is not None:
+        pool = (
+            f"all max_connections={limits.max_connections} stayed in use for "
+            f"pool_timeout={limits.timeout} s"
+        )
+
+    return StorageOperationError(
+        f"no free Redis connection for {operation}: {pool} (nothing was sent)",
+        context={
+            "backend": "redis",
+            "operation": operation,
+            "redis_error": "max_connections",
+        },
+        suggestion=POOL_SUGGESTION,
+    )
+
+
 _NEVER_SENT = (
     redis_errors.AuthenticationError,
     redis_errors.AuthorizationError,
     redis_errors.BusyLoadingError,
     redis_errors.MaxConnectionsError,
-    redis_errors.ClusterDownError,
+    # ClusterDownError, and "TTL exhausted.": the redirects (MOVED, ASK,
+    # TRYAGAIN during a slot migration) never ended, and each one is a reply
+    # that the command did not run.
+    redis_errors.ClusterError,
     redis_errors.TryAgainError,
     redis_errors.RedisClusterException,
 )
@@ -473,13 +644,21 @@ _SERVER_STATE_ERRORS = (
     redis_errors.OutOfMemoryError,
     redis_errors.ReadOnlyError,
     redis_errors.MasterDownError,
-    redis_errors.NoPermissionError,
 )
+_LUA_NOPERM = "user executing the script can't run this command"
+"""The reply when the ACL forbids a command the Lua code calls (``-time``)."""
 
 
 def _response_error(exc: redis_errors.ResponseError, operation: str) -> Exception:
     message = str(exc)
     context = {"backend": "redis", "operation": operation}
+    if isinstance(exc, redis_errors.NoPermissionError) or _LUA_NOPERM in message:
+        return StorageOperationError(
+            f"the Redis ACL forbids {operation} (NOPERM): {message}",
+            context={**context, "redis_error": "NOPERM"},
+            suggestion=PERMISSIONS_SUGGESTION,
+        )
+
     if isinstance(exc, _SERVER_STATE_ERRORS):
         code = getattr(exc, "status_code", None) or type(exc).__name__
         return StorageOperationError(
@@ -525,7 +704,14 @@ class RedisCore:
         max_log_size: The highest limit a throttle may have here.
     """
 
-    __slots__ = ("_checked", "_prepared", "functions", "max_log_size", "prefix")
+    __slots__ = (
+        "_checked",
+        "_prepared",
+        "functions",
+        "limits",
+        "max_log_size",
+        "prefix",
+    )
 
     def __init__(
         self,
@@ -565,6 +751,8 @@ class RedisCore:
         self.max_log_size = max_log_size
         self._checked: set[Throttle] = set()
         self._prepared: dict[tuple[Throttle, ...], _Prepared] = {}
+        self.limits: PoolLimits | None = None
+        """The pool's limits, when the storage built its client."""
 
     def check_throttle(self, throttle: Throttle) -> None:
         """
@@ -665,7 +853,7 @@ class RedisCore:
         """
         count = command[2]
         keys, args = command[3 : 3 + count], command[3 + count :]
-        with map_redis_errors("hit" if record else "peek"):
+        with map_redis_errors("hit" if record else "peek", self.limits):
             return (
                 yield from self._call(
                     LIBRARY.decide, keys, args, (command[0] == "FCALL", error)
@@ -687,7 +875,7 @@ class RedisCore:
         )
         count = command[2]
         keys, args = command[3 : 3 + count], command[3 + count :]
-        with map_redis_errors("hit" if record else "peek"):
+        with map_redis_errors("hit" if record else "peek", self.limits):
             reply = yield from self._call(LIBRARY.decide, keys, args)
 
         return parse_decision(reply, throttles, cost)
@@ -718,11 +906,14 @@ class RedisCore:
             self.check_throttle(throttle)
 
         keys = self.keys_for(identifier, throttles)
-        with map_redis_errors("reset"):
+        with map_redis_errors("reset", self.limits):
             if throttles:
                 yield Command(("DEL", *keys[1:]), keys[0])
                 return
 
+            # Limitation: the index is the only list of the rings; once
+            # evicted (allkeys-*, volatile-*), rings written before are
+            # missed here until they expire (see reset in lua/throttle.lua).
             rings: list[str] = []
             for _ in range(_RESET_ATTEMPTS):
                 reply = yield from self._call(LIBRARY.reset, [keys[0], *rings], [])
@@ -742,6 +933,35 @@ class RedisCore:
             "times while it ran",
             context={"backend": "redis", "operation": "reset"},
         )
+
+    def health(self) -> Plan[StorageHealth]:
+        """
+        The plan of a health check: ``PING``, then a ``SET`` of
+        ``<prefix>:{health}`` that expires in a second (its hash tag picks
+        the node on Cluster, as for every other key). It reports every
+        failure in the result and never raises.
+        """
+        began = time.perf_counter()
+        key = f"{self.prefix}:{{health}}"
+        try:
+            yield Command(("PING",), key)
+        except Exception as exc:  # a check reports, whatever failed
+            return _health(
+                began, False, f"Redis did not answer PING: {_reason(exc, self.limits)}"
+            )
+
+        try:
+            yield Command(("SET", key, "ok", "PX", HEALTH_TTL_MS), key)
+        except Exception as exc:
+            return _health(
+                began,
+                True,
+                "Redis answered PING but did not acknowledge a write (as under "
+                "CLIENT PAUSE WRITE, on a read-only replica or with memory "
+                f"full): {_reason(exc, self.limits)}",
+            )
+
+        return _health(began, True, "")
 
     def _call(
         self,
@@ -805,7 +1025,7 @@ class RedisCore:
         """Load the library; False when the ACL forbids it (scripts may work)."""
         load = ("FUNCTION", "LOAD", "REPLACE", LIBRARY.source)
         try:
-            yield Command(load, key)
+            yield Command(load, key, once=True)
         except redis_errors.NoPermissionError:
             return False
         except redis_errors.ResponseError as exc:
@@ -817,6 +1037,35 @@ class RedisCore:
 
         logger.info("loaded the Lua library %s into Redis", LIBRARY.name)
         return True
+
+
+def _health(began: float, answers_ping: bool, failure: str) -> StorageHealth:
+    latency_ms = (time.perf_counter() - began) * 1000
+    detail = failure or (
+        f"Redis answered PING and acknowledged a write in {latency_ms:.1f} ms"
+    )
+    return StorageHealth(
+        not failure,
+        "redis",
+        detail.rstrip(".") + ".",
+        latency_ms,
+        answers_ping=answers_ping,
+        accepts_writes=not failure,
+    )
+
+
+def _reason(exc: Exception, limits: PoolLimits | None) -> str:
+    """What went wrong, in the words of the error it maps to."""
+    if isinstance(exc, TimeoutError):  # the asyncio face's deadline
+        return "no reply within the command timeout"
+
+    try:
+        with map_redis_errors("health", limits):
+            raise exc
+    except ThrottlerError as mapped:
+        return mapped.message
+    except Exception:  # not a redis-py error
+        return f"{type(exc).__name__}: {exc}"
 
 
 def _send(command: Command, sent: tuple[bool, Exception] | None) -> Plan[Any]:
@@ -839,14 +1088,57 @@ class _Prepared:
     """Name, limit, ttl_ms and block_ms of each throttle."""
 
 
-def check_client(client: object) -> None:
-    """Refuse what is not a redis-py client (a URL string, say)."""
+def check_client(client: object, cluster: type) -> None:
+    """
+    Refuse what is not a redis-py client (a URL string, say), and a client
+    that sends a command again after a lost reply, which counts a hit twice.
+
+    ``Redis`` clients (sync and asyncio) keep their retry settings in their
+    pool's ``connection_kwargs``; redis-py 8 retries on connection errors and
+    timeouts by default. ``cluster`` clients retry only commands they route
+    themselves: every command of the storages names its node
+    (``target_nodes``), which redis-py never retries, so any cluster client
+    is accepted.
+    """
     if not callable(getattr(client, "execute_command", None)):
         raise ConfigurationError(
             "client",
             "a Redis storage takes a redis-py client; for a URL use "
             f"from_url(...), got {shown(client)}",
         )
+
+    if isinstance(client, cluster):
+        return
+
+    retries = _retries(
+        getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    )
+    if retries:
+        raise ConfigurationError(
+            "client",
+            f"this client sends a failed command again (retries={retries}; "
+            "redis-py 8 retries by default): a hit whose reply was lost would be "
+            "counted twice. Build it with retry=Retry(NoBackoff(), 0) (redis.retry or "
+            "redis.asyncio.retry, and redis.backoff) and without retry_on_timeout "
+            "or retry_on_error, or let from_url(...) build it; the recovery "
+            "layer retries only what is safe",
+        )
+
+
+def _retries(connection_kwargs: object) -> int:
+    """How often connections made with these settings resend a command."""
+    if not isinstance(connection_kwargs, Mapping):
+        return 0
+
+    retry = connection_kwargs.get("retry")
+    if retry is not None:
+        return int(retry.get_retries())
+
+    # redis-py's connections retry once when only these are set.
+    on_error = connection_kwargs.get("retry_on_timeout") or connection_kwargs.get(
+        "retry_on_error"
+    )
+    return 1 if on_error else 0
 
 
 def _check_identifier(identifier: object) -> None:

@@ -8,7 +8,9 @@ module and ``redis_async`` differ only by ``await``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from ..core.decision import Decision
@@ -18,24 +20,49 @@ from ..core.rate import Throttle
 from ._redis_common import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_LOG_SIZE,
+    DEFAULT_POOL_TIMEOUT,
     DEFAULT_PREFIX,
     ClientKit,
+    Command,
     Plan,
+    PoolLimits,
     RedisCore,
     T,
     check_client,
     client_timeouts,
     parse_decision,
+    pool_limits,
 )
+from .base import StorageHealth
 
 # isort: split
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
-_KIT = ClientKit(redis.Redis, RedisCluster, ClusterNode, Sentinel, Retry)
+
+class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """
+    A Sentinel master's pool in which a thread beyond ``max_connections``
+    waits ``timeout`` seconds for a free connection, as in a
+    ``BlockingConnectionPool``: redis-py has no such pool for Sentinel. The
+    Sentinel half finds the master and drops connections to an old one; the
+    blocking half hands connections out.
+    """
+
+
+_KIT = ClientKit(
+    redis.Redis,
+    RedisCluster,
+    ClusterNode,
+    Sentinel,
+    Retry,
+    blocking_pool=redis.BlockingConnectionPool,
+    sentinel_pool=_BlockingSentinelPool,
+)
 
 
 class RedisStorage:
@@ -44,13 +71,16 @@ class RedisStorage:
 
     Build it from a URL (``from_url``), Sentinel settings (``from_sentinel``),
     Cluster settings (``from_cluster``), or a redis-py client of your own.
-    Clients built here time out fast (50 ms to connect, 100 ms per command)
-    and never retry on their own, since a retried hit may count twice.
+    Clients built here time out fast (50 ms to connect, 100 ms per command),
+    never retry on their own, since a retried hit may count twice, and keep
+    up to ``max_connections`` connections per server (100): a thread beyond
+    them waits up to ``pool_timeout`` (0.5 s) for a free one.
 
     Args:
         client: A ``redis.Redis`` (standalone or Sentinel master) or a
             ``redis.cluster.RedisCluster``. It stays yours: ``close`` leaves it
-            open.
+            open. A ``redis.Redis`` must not retry commands (redis-py 8 does
+            by default): build it with ``retry=Retry(NoBackoff(), 0)``.
         prefix: The first part of every key (``throttle:{digest}:name``).
         enable_redis_functions: Call the library with ``FCALL``; when False,
             or when the server has no functions (before Redis 7), run the same
@@ -59,7 +89,8 @@ class RedisStorage:
             6-byte entry per admitted hit in the window.
 
     Raises:
-        ConfigurationError: for a bad prefix or max_log_size.
+        ConfigurationError: for a bad prefix or max_log_size, or a client
+            that retries commands.
     """
 
     def __init__(
@@ -70,7 +101,7 @@ class RedisStorage:
         enable_redis_functions: bool = True,
         max_log_size: int = DEFAULT_MAX_LOG_SIZE,
     ) -> None:
-        check_client(client)
+        check_client(client, RedisCluster)
         core = RedisCore(
             prefix=prefix,
             enable_redis_functions=enable_redis_functions,
@@ -85,6 +116,8 @@ class RedisStorage:
         self._core = core
         self._cluster = client if isinstance(client, RedisCluster) else None
         self._owned = owned
+        self._flights: dict[str | None, Future[Any]] = {}
+        self._flights_lock = threading.Lock()
 
     @classmethod
     def from_url(
@@ -96,6 +129,8 @@ class RedisStorage:
         max_log_size: int = DEFAULT_MAX_LOG_SIZE,
         socket_connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
         socket_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float | None = DEFAULT_POOL_TIMEOUT,
         **options: Any,
     ) -> RedisStorage:
         """
@@ -107,10 +142,15 @@ class RedisStorage:
                 Cluster reached through that node.
             socket_connect_timeout: Seconds to connect.
             socket_timeout: Seconds to wait for each reply.
+            max_connections: Connections kept to the server (to each node of
+                a Cluster).
+            pool_timeout: Seconds a thread waits for a free connection when
+                all ``max_connections`` are in use (None: as long as it
+                takes); then ``StorageOperationError``.
             options: More redis-py client options (they win over ours).
 
         Raises:
-            ConfigurationError: for bad settings.
+            ConfigurationError: for bad settings, a malformed URL included.
             RedisConnectionError: when a Cluster cannot be reached to learn its
                 slots.
         """
@@ -120,8 +160,9 @@ class RedisStorage:
             max_log_size=max_log_size,
         )
         timeouts = client_timeouts(socket_connect_timeout, socket_timeout)
-        client = _KIT.from_url(url, timeouts, options)
-        return cls._owning(client, core, [client])
+        limits = pool_limits(max_connections, pool_timeout)
+        client = _KIT.from_url(url, timeouts, options, limits)
+        return cls._owning(client, core, [client], limits)
 
     @classmethod
     def from_cluster(
@@ -134,6 +175,8 @@ class RedisStorage:
         max_log_size: int = DEFAULT_MAX_LOG_SIZE,
         socket_connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
         socket_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float | None = DEFAULT_POOL_TIMEOUT,
         **options: Any,
     ) -> RedisStorage:
         """
@@ -142,10 +185,12 @@ class RedisStorage:
         Args:
             startup_nodes: ``(host, port)`` of one or more nodes.
             url: Or the ``redis://`` (or ``redis+cluster://``) URL of one node.
+            max_connections: Connections kept to each node.
+            pool_timeout: Seconds a thread waits for a free connection.
             options: More ``RedisCluster`` options (they win over ours).
 
         Raises:
-            ConfigurationError: without nodes or URL.
+            ConfigurationError: without nodes or URL, or for a malformed URL.
             RedisConnectionError: when no node answers.
         """
         core = RedisCore(
@@ -154,8 +199,9 @@ class RedisStorage:
             max_log_size=max_log_size,
         )
         timeouts = client_timeouts(socket_connect_timeout, socket_timeout)
-        client = _KIT.from_cluster(startup_nodes, url, timeouts, options)
-        return cls._owning(client, core, [client])
+        limits = pool_limits(max_connections, pool_timeout)
+        client = _KIT.from_cluster(startup_nodes, url, timeouts, options, limits)
+        return cls._owning(client, core, [client], limits)
 
     @classmethod
     def from_sentinel(
@@ -168,6 +214,8 @@ class RedisStorage:
         max_log_size: int = DEFAULT_MAX_LOG_SIZE,
         socket_connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
         socket_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float | None = DEFAULT_POOL_TIMEOUT,
         sentinel_options: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> RedisStorage:
@@ -181,6 +229,8 @@ class RedisStorage:
         Args:
             service_name: The master's name in the Sentinel configuration.
             sentinels: ``(host, port)`` of the sentinels.
+            max_connections: Connections kept to the master.
+            pool_timeout: Seconds a thread waits for a free connection.
             sentinel_options: redis-py options for the sentinel connections
                 (password...); the timeouts apply to them too.
             options: More redis-py options for the master connections.
@@ -191,13 +241,17 @@ class RedisStorage:
             max_log_size=max_log_size,
         )
         timeouts = client_timeouts(socket_connect_timeout, socket_timeout)
+        limits = pool_limits(max_connections, pool_timeout)
         client, owned = _KIT.from_sentinel(
-            service_name, sentinels, timeouts, sentinel_options, options
+            service_name, sentinels, timeouts, sentinel_options, options, limits=limits
         )
-        return cls._owning(client, core, owned)
+        return cls._owning(client, core, owned, limits)
 
     @classmethod
-    def _owning(cls, client: Any, core: RedisCore, owned: list[Any]) -> RedisStorage:
+    def _owning(
+        cls, client: Any, core: RedisCore, owned: list[Any], limits: PoolLimits
+    ) -> RedisStorage:
+        core.limits = limits
         storage = cls.__new__(cls)
         storage._setup(client, core, owned)
         return storage
@@ -260,6 +314,19 @@ class RedisStorage:
         """Forget the identifier's hits and blocks (all throttles when none given)."""
         self._run(self._core.reset(identifier, throttles))
 
+    def health(self) -> StorageHealth:
+        """
+        Check that Redis answers ``PING`` and acknowledges a small write (a
+        ``SET`` with a one-second expiry under the prefix), each within the
+        client's command timeout. It never raises.
+
+        Returns:
+            ``healthy`` when both worked, with ``answers_ping``,
+            ``accepts_writes``, ``latency_ms`` (the whole check) and a
+            sentence in ``detail``.
+        """
+        return self._run(self._core.health())
+
     def check_throttle(self, throttle: Throttle) -> None:
         """
         Refuse, at configuration time, a throttle this storage cannot keep.
@@ -302,9 +369,44 @@ class RedisStorage:
                 return done.value  # type: ignore[no-any-return]
 
             try:
-                reply, error = self._execute(command.args, command.key), None
+                if command.once:
+                    reply = self._send_once(command)
+                else:
+                    reply = self._execute(command.args, command.key)
+                error = None
             except Exception as exc:  # the plan decides, and maps it
                 reply, error = None, exc
+
+    def _send_once(self, command: Command) -> Any:
+        """
+        Send ``command`` for every thread that needs it now: a thread that
+        finds it in flight to the same node waits for that one and shares its
+        reply or error (after a ``FUNCTION FLUSH``, one load, not one a thread).
+        """
+        node = None
+        if self._cluster is not None:
+            node = self._cluster.get_node_from_key(command.key).name  # type: ignore[no-untyped-call]
+
+        with self._flights_lock:
+            flight = self._flights.get(node)
+            leading = flight is None
+            if flight is None:
+                flight = self._flights[node] = Future()
+
+        if not leading:
+            return flight.result()
+
+        try:
+            reply = self._execute(command.args, command.key)
+        except BaseException as exc:
+            flight.set_exception(exc if isinstance(exc, Exception) else _interrupted())
+            raise
+        else:
+            flight.set_result(reply)
+            return reply
+        finally:
+            with self._flights_lock:
+                del self._flights[node]
 
     def _execute(self, args: tuple[Any, ...], key: str) -> Any:
         if self._cluster is None:
@@ -312,5 +414,15 @@ class RedisStorage:
 
         # Naming the node spares redis-py a COMMAND GETKEYS round trip per
         # FCALL; a MOVED reply still sends it to the new owner.
+        # Limitation: while the slot migrates, TRYAGAIN and ASK replies keep
+        # redis-py in its redirect loop for up to 16 attempts, sleeping 50 ms
+        # in each of the last eight: a call may take some 0.4 s past any
+        # deadline (a thread cannot be interrupted) before it fails with
+        # RedisConnectionError. The asyncio face is cancelled at its deadline.
         node = self._cluster.get_node_from_key(key)  # type: ignore[no-untyped-call]
         return self._cluster.execute_command(*args, target_nodes=node)  # type: ignore[no-untyped-call]
+
+
+def _interrupted() -> Exception:
+    """What the threads waiting for a load get when it was interrupted."""
+    return redis.exceptions.ConnectionError("another caller's load was interrupted")

@@ -9,28 +9,36 @@ module and ``redis`` differ only by ``await``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core.decision import Decision
 from ..core.rate import Throttle
+from ..errors import ConfigurationError
 
 # First: it raises ConfigurationError naming the extra when redis is missing.
 from ._redis_common import (
     DEFAULT_ASYNC_CONNECT_TIMEOUT,
     DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_LOG_SIZE,
+    DEFAULT_POOL_TIMEOUT,
     DEFAULT_PREFIX,
     ClientKit,
+    Command,
     Plan,
+    PoolLimits,
     RedisCore,
     T,
     check_client,
     client_timeouts,
     cluster_url,
     parse_decision,
+    pool_limits,
 )
+from .base import StorageHealth
 
 # isort: split
 import redis.asyncio as redis
@@ -61,10 +69,19 @@ class AsyncRedisStorage:
     timeouts, which cost a task per command sent. A Cluster client keeps
     redis-py's timeouts, and a client passed in its own settings.
 
+    Clients built here keep at most ``max_connections`` commands in flight
+    (100, so as many connections per server): a task beyond them waits up to
+    ``pool_timeout`` (0.5 s) for a free one. When the event loop that
+    used the storage is closed (``asyncio.run`` returned) and another one
+    calls it, they drop the old loop's connections and open new ones.
+
     Args:
         client: A ``redis.asyncio.Redis`` (standalone or Sentinel master) or a
             ``redis.asyncio.cluster.RedisCluster``. It stays yours: ``close``
-            leaves it open.
+            leaves it open. A ``redis.asyncio.Redis`` must not retry commands
+            (redis-py 8 does by default): build it with
+            ``retry=Retry(NoBackoff(), 0)``. Its connections belong to one
+            event loop: create the storage inside the loop that uses it.
         prefix: The first part of every key (``throttle:{digest}:name``).
         enable_redis_functions: Call the library with ``FCALL``; when False,
             or when the server has no functions (before Redis 7), run the same
@@ -73,7 +90,8 @@ class AsyncRedisStorage:
             6-byte entry per admitted hit in the window.
 
     Raises:
-        ConfigurationError: for a bad prefix or max_log_size.
+        ConfigurationError: for a bad prefix or max_log_size, or a client
+            that retries commands.
     """
 
     def __init__(
@@ -84,7 +102,7 @@ class AsyncRedisStorage:
         enable_redis_functions: bool = True,
         max_log_size: int = DEFAULT_MAX_LOG_SIZE,
     ) -> None:
-        check_client(client)
+        check_client(client, RedisCluster)
         core = RedisCore(
             prefix=prefix,
             enable_redis_functions=enable_redis_functions,
@@ -98,6 +116,7 @@ class AsyncRedisStorage:
         core: RedisCore,
         owned: list[Any],
         deadlines: tuple[float | None, float | None] | None = None,
+        limits: PoolLimits | None = None,
     ) -> None:
         self.client = client
         self._core = core
@@ -109,8 +128,16 @@ class AsyncRedisStorage:
         if deadlines is not None and not isinstance(client, RedisCluster):
             self._pool = client.connection_pool
 
+        # Every pool of our own clients (the sentinels' too): all belong to
+        # the event loop of their connections.
+        pooled = self._pool is not None
+        self._pools = [c.connection_pool for c in owned] if pooled else []
         self._connect_timeout, self._command_timeout = deadlines or (None, None)
         self._pool_args = _connection_args(self._pool)
+        core.limits = limits
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._flights: dict[str | None, asyncio.Future[Any]] = {}
         self._watchdog = _Watchdog(self._connect_timeout, self._command_timeout)
 
     @classmethod
@@ -123,6 +150,8 @@ class AsyncRedisStorage:
         max_log_size: int = DEFAULT_MAX_LOG_SIZE,
         socket_connect_timeout: float | None = DEFAULT_ASYNC_CONNECT_TIMEOUT,
         socket_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float | None = DEFAULT_POOL_TIMEOUT,
         **options: Any,
     ) -> AsyncRedisStorage:
         """
@@ -134,10 +163,15 @@ class AsyncRedisStorage:
                 Cluster reached through that node.
             socket_connect_timeout: Seconds to get a connection ready.
             socket_timeout: Seconds to wait for each reply.
+            max_connections: Commands in flight at once, and so connections
+                to the server (to each node of a Cluster).
+            pool_timeout: Seconds a task waits for a free connection when
+                ``max_connections`` commands are in flight (None: as long as
+                it takes); then ``StorageOperationError``.
             options: More redis-py client options (they win over ours).
 
         Raises:
-            ConfigurationError: for bad settings.
+            ConfigurationError: for bad settings, a malformed URL included.
             RedisConnectionError: when a Cluster cannot be reached to learn its
                 slots.
         """
@@ -147,13 +181,15 @@ class AsyncRedisStorage:
             max_log_size=max_log_size,
         )
         timeouts = client_timeouts(socket_connect_timeout, socket_timeout)
-        if cluster_url(url) is not None:
-            client = _KIT.from_url(url, timeouts, options)
-            return cls._owning(client, core, [client])
-
-        client = _KIT.from_url(url, _without_socket_timeout(timeouts), options)
         deadlines = (socket_connect_timeout, socket_timeout)
-        return cls._owning(client, core, [client], deadlines)
+        limits = pool_limits(max_connections, pool_timeout)
+        if cluster_url(url) is not None:
+            client = _KIT.from_url(url, timeouts, options, limits)
+            return cls._owning(client, core, [client], deadlines, limits)
+
+        plain = _without_socket_timeout(timeouts)
+        client = _KIT.from_url(url, plain, options, limits)
+        return cls._owning(client, core, [client], deadlines, limits)
 
     @classmethod
     def from_cluster(
@@ -166,6 +202,8 @@ class AsyncRedisStorage:
         max_log_size: int = DEFAULT_MAX_LOG_SIZE,
         socket_connect_timeout: float | None = DEFAULT_ASYNC_CONNECT_TIMEOUT,
         socket_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float | None = DEFAULT_POOL_TIMEOUT,
         **options: Any,
     ) -> AsyncRedisStorage:
         """
@@ -174,10 +212,13 @@ class AsyncRedisStorage:
         Args:
             startup_nodes: ``(host, port)`` of one or more nodes.
             url: Or the ``redis://`` (or ``redis+cluster://``) URL of one node.
+            max_connections: Commands in flight at once, and so connections
+                to each node.
+            pool_timeout: Seconds a task waits for a free connection.
             options: More ``RedisCluster`` options (they win over ours).
 
         Raises:
-            ConfigurationError: without nodes or URL.
+            ConfigurationError: without nodes or URL, or for a malformed URL.
             RedisConnectionError: when no node answers.
         """
         core = RedisCore(
@@ -186,8 +227,10 @@ class AsyncRedisStorage:
             max_log_size=max_log_size,
         )
         timeouts = client_timeouts(socket_connect_timeout, socket_timeout)
-        client = _KIT.from_cluster(startup_nodes, url, timeouts, options)
-        return cls._owning(client, core, [client])
+        limits = pool_limits(max_connections, pool_timeout)
+        client = _KIT.from_cluster(startup_nodes, url, timeouts, options, limits)
+        deadlines = (socket_connect_timeout, socket_timeout)
+        return cls._owning(client, core, [client], deadlines, limits)
 
     @classmethod
     def from_sentinel(
@@ -200,6 +243,8 @@ class AsyncRedisStorage:
         max_log_size: int = DEFAULT_MAX_LOG_SIZE,
         socket_connect_timeout: float | None = DEFAULT_ASYNC_CONNECT_TIMEOUT,
         socket_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float | None = DEFAULT_POOL_TIMEOUT,
         sentinel_options: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> AsyncRedisStorage:
@@ -213,6 +258,9 @@ class AsyncRedisStorage:
         Args:
             service_name: The master's name in the Sentinel configuration.
             sentinels: ``(host, port)`` of the sentinels.
+            max_connections: Commands in flight at once, and so connections
+                to the master.
+            pool_timeout: Seconds a task waits for a free connection.
             sentinel_options: redis-py options for the sentinel connections
                 (password...); the timeouts apply to them too.
             options: More redis-py options for the master connections.
@@ -223,6 +271,7 @@ class AsyncRedisStorage:
             max_log_size=max_log_size,
         )
         timeouts = client_timeouts(socket_connect_timeout, socket_timeout)
+        limits = pool_limits(max_connections, pool_timeout)
         client, owned = _KIT.from_sentinel(
             service_name,
             sentinels,
@@ -230,9 +279,10 @@ class AsyncRedisStorage:
             sentinel_options,
             options,
             _without_socket_timeout(timeouts),
+            limits,
         )
         deadlines = (socket_connect_timeout, socket_timeout)
-        return cls._owning(client, core, owned, deadlines)
+        return cls._owning(client, core, owned, deadlines, limits)
 
     @classmethod
     def _owning(
@@ -240,10 +290,11 @@ class AsyncRedisStorage:
         client: Any,
         core: RedisCore,
         owned: list[Any],
-        deadlines: tuple[float | None, float | None] | None = None,
+        deadlines: tuple[float | None, float | None],
+        limits: PoolLimits,
     ) -> AsyncRedisStorage:
         storage = cls.__new__(cls)
-        storage._setup(client, core, owned, deadlines)
+        storage._setup(client, core, owned, deadlines, limits)
         return storage
 
     async def hit(
@@ -304,6 +355,23 @@ class AsyncRedisStorage:
         """Forget the identifier's hits and blocks (all throttles when none given)."""
         await self._run(self._core.reset(identifier, throttles))
 
+    async def health(self) -> StorageHealth:
+        """
+        Check that Redis answers ``PING`` and acknowledges a small write (a
+        ``SET`` with a one-second expiry under the prefix), each within the
+        command timeout (100 ms for a client passed in). It never raises.
+
+        Returns:
+            ``healthy`` when both worked, with ``answers_ping``,
+            ``accepts_writes``, ``latency_ms`` (the whole check) and a
+            sentence in ``detail``.
+        """
+        timeout: float | None = self._command_timeout or DEFAULT_COMMAND_TIMEOUT
+        if self._pool is not None:
+            timeout = None  # our pool's commands have their deadline already
+
+        return await self._run(self._core.health(), timeout)
+
     def check_throttle(self, throttle: Throttle) -> None:
         """
         Refuse, at configuration time, a throttle this storage cannot keep.
@@ -318,8 +386,21 @@ class AsyncRedisStorage:
         return self._core.keys_for(identifier, throttles)
 
     async def close(self) -> None:
-        """Close the connections this storage opened (not a client passed in)."""
+        """
+        Close the connections this storage opened (not a client passed in).
+        Those of an event loop that is closed cannot close through it: a
+        standalone or Sentinel storage closes their sockets, a Cluster
+        storage leaves them to the garbage collector.
+        """
+        old = self._loop
+        gone = old is not None and old.is_closed()
+        for pool in self._pools if gone else ():
+            _abandon_connections(pool)
+
         owned, self._owned = self._owned, []
+        if gone and not self._pools:
+            return
+
         for resource in owned:
             await resource.aclose()
 
@@ -336,7 +417,7 @@ class AsyncRedisStorage:
         except Exception as exc:  # the plan reloads the library, or maps it
             return await self._run(self._core.resume(command, exc, record=record))
 
-    async def _run(self, plan: Plan[T]) -> T:
+    async def _run(self, plan: Plan[T], timeout: float | None = None) -> T:
         reply: Any = None
         error: Exception | None = None
         while True:
@@ -346,13 +427,51 @@ class AsyncRedisStorage:
                 return done.value  # type: ignore[no-any-return]
 
             try:
-                reply, error = await self._execute(command.args, command.key), None
+                async with asyncio.timeout(timeout):
+                    if command.once:
+                        reply = await self._send_once(command)
+                    else:
+                        reply = await self._execute(command.args, command.key)
+                error = None
             except Exception as exc:  # the plan decides, and maps it
                 reply, error = None, exc
 
+    async def _send_once(self, command: Command) -> Any:
+        """
+        Send ``command`` for every task that needs it now: a task that finds
+        it in flight to the same node waits for that one and shares its reply
+        or error (after a ``FUNCTION FLUSH``, one load, not one a task).
+        """
+        owner = None
+        if self._cluster is not None:
+            owner = self._cluster.get_node_from_key(command.key)
+
+        node = getattr(owner, "name", None)
+
+        flight = self._flights.get(node)
+        if flight is not None:
+            return await asyncio.shield(flight)
+
+        flight = self._flights[node] = asyncio.get_running_loop().create_future()
+        try:
+            reply = await self._execute(command.args, command.key)
+        except BaseException as exc:
+            flight.set_exception(exc if isinstance(exc, Exception) else _interrupted())
+            flight.exception()  # retrieved, even if no task waits for it
+            raise
+        else:
+            flight.set_result(reply)
+            return reply
+        finally:
+            del self._flights[node]
+
     async def _execute(self, args: tuple[Any, ...], key: str) -> Any:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._enter_loop(loop)  # before anything is sent
+
         if self._pool is not None:
-            return await self._execute_pooled(args)
+            return await self._execute_pooled(args, loop)
 
         if self._cluster is None:
             return await self.client.execute_command(*args)
@@ -361,20 +480,33 @@ class AsyncRedisStorage:
         # Naming the node spares redis-py a COMMAND GETKEYS round trip per
         # FCALL; a MOVED reply still sends it to the new owner.
         node = self._cluster.get_node_from_key(key)
-        return await self._cluster.execute_command(*args, target_nodes=node)
+        slots = self._slots
+        if slots is None:  # a client passed in keeps its own limits
+            return await self._cluster.execute_command(*args, target_nodes=node)
 
-    async def _execute_pooled(self, args: tuple[Any, ...]) -> Any:
+        await self._take(slots)
+        try:
+            return await self._cluster.execute_command(*args, target_nodes=node)
+        finally:
+            slots.release()
+
+    async def _execute_pooled(
+        self, args: tuple[Any, ...], loop: asyncio.AbstractEventLoop
+    ) -> Any:
         """
         One command on a connection of our pool, as ``execute_command`` runs
         it without retries, under two deadlines: one to get the connection
         ready, one for the command. redis-py drops a connection whose connect,
         send or read is cancelled, so none is reused out of step.
         """
-        pool, watchdog = self._pool, self._watchdog
-        task = watchdog.watch(self._connect_timeout)
+        pool, watchdog, slots = self._pool, self._watchdog, self._slots
+        assert slots is not None  # set with the loop
+        await self._take(slots)
+        task = watchdog.watch(loop, self._connect_timeout)
         try:
             connection = await pool.get_connection(*self._pool_args)
         except asyncio.CancelledError:
+            slots.release()
             if watchdog.release(task):
                 # Nothing was sent: the words tell map_redis_errors so.
                 raise redis_errors.TimeoutError(
@@ -383,10 +515,11 @@ class AsyncRedisStorage:
 
             raise
         except BaseException:
+            slots.release()
             watchdog.release(task)
             raise
 
-        watchdog.watch(self._command_timeout)
+        watchdog.watch(loop, self._command_timeout)
         try:
             if _pack is None:
                 await connection.send_command(*args)
@@ -403,7 +536,58 @@ class AsyncRedisStorage:
             raise
         finally:
             watchdog.release(task)
-            await pool.release(connection)
+            try:
+                await pool.release(connection)
+            finally:
+                slots.release()
+
+    async def _take(self, slots: asyncio.Semaphore) -> None:
+        """Take a slot for one command, waiting up to the pool timeout."""
+        if not slots.locked():
+            await slots.acquire()  # returns at once
+            return
+
+        limits = self._core.limits
+        assert limits is not None  # the slots come from them
+        try:
+            async with asyncio.timeout(limits.timeout):
+                await slots.acquire()
+        except TimeoutError:
+            # Mapped as redis-py's own: no free connection, nothing sent.
+            raise redis_errors.MaxConnectionsError("Too many connections") from None
+
+    def _enter_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """
+        Start using ``loop``: the first one, or a new one after the old one
+        closed. redis.asyncio connections belong to the loop that opened
+        them: a command sent on one from another loop may run, and its reply
+        never come back ("Event loop is closed"), so none is sent before the
+        storage knows which loop it is in.
+        """
+        old = self._loop
+        if old is not None and (not self._pools or not old.is_closed()):
+            raise ConfigurationError(
+                "client",
+                "this storage was used from another event loop"
+                + (
+                    ", which is still open"
+                    if self._pools
+                    else " (its client, passed in or a Cluster client, cannot "
+                    "move to this one)"
+                )
+                + ": redis.asyncio connections belong to the loop that opened "
+                "them. Create the storage inside the event loop that uses it "
+                "(in the app's lifespan, or inside the function asyncio.run runs)",
+            )
+
+        for pool in self._pools if old is not None else ():
+            _abandon_connections(pool)
+
+        self._loop = loop
+        self._flights = {}
+        self._watchdog = _Watchdog(self._connect_timeout, self._command_timeout)
+        if self._core.limits is not None:
+            self._slots = asyncio.Semaphore(self._core.limits.max_connections)
 
 
 class _Watchdog:
@@ -424,16 +608,17 @@ class _Watchdog:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
 
-    def watch(self, seconds: float | None) -> asyncio.Task[Any]:
-        """Cancel the current task ``seconds`` from now (None: never)."""
-        loop = asyncio.get_running_loop()
+    def watch(
+        self, loop: asyncio.AbstractEventLoop, seconds: float | None
+    ) -> asyncio.Task[Any]:
+        """
+        Cancel the current task ``seconds`` from now (None: never). ``loop``
+        is the running loop, always the same one (the storage makes a new
+        watchdog for a new loop).
+        """
         task = asyncio.current_task(loop)
         assert task is not None  # an async function always runs in a task
-        if loop is not self._loop:  # a new event loop: the old one's state is moot
-            self._loop, self._timer = loop, None
-            self._deadlines.clear()
-            self._expired.clear()
-
+        self._loop = loop
         if seconds is None:
             self._deadlines.pop(task, None)
             return task
@@ -468,6 +653,38 @@ class _Watchdog:
         self._timer = None
         if self._deadlines:
             self._timer = self._loop.call_later(self._tick, self._sweep)
+
+
+def _interrupted() -> Exception:
+    """What the tasks waiting for a load get when it was cancelled."""
+    return redis_errors.ConnectionError("another caller's load was cancelled")
+
+
+def _abandon_connections(pool: Any) -> None:
+    """
+    Forget the connections of a pool whose event loop is closed, and close
+    their sockets, without sending or awaiting anything.
+
+    redis.asyncio has no way to do it: its connections close through their
+    loop, which refuses once closed, so this reaches into the pool (its lists
+    and its lock, which may belong to the old loop) and into each transport
+    (closing its socket, which the GC would otherwise close with a
+    ResourceWarning).
+    """
+    connections = [*pool._available_connections, *pool._in_use_connections]
+    pool.reset()
+    pool._lock = asyncio.Lock()
+    for connection in connections:
+        writer = connection._writer
+        with contextlib.suppress(RuntimeError):  # "Event loop is closed"
+            connection._force_disconnect()
+
+        connection._reader = connection._writer = None
+        transport = getattr(writer, "transport", None)
+        sock = getattr(transport, "_sock", None)
+        if sock is not None:
+            sock.close()
+            transport._sock = None  # type: ignore[union-attr]
 
 
 def _without_socket_timeout(timeouts: Mapping[str, Any]) -> dict[str, Any]:

@@ -577,6 +577,14 @@ Delete every key of one identifier: keys[1] is its index, the rest the rings
 the caller read from it. If the index names a ring not among them (a throttle
 first used since), nothing is deleted and the index text is returned so the
 caller can try again with the full list; otherwise the number deleted.
+
+Limitation: the index is the only list of an identifier's rings. If the
+server evicts it (an allkeys-* or volatile-* maxmemory-policy; it has an
+expiry), the next write recreates it naming only the rings that write
+touched; a ring that already existed is listed again only once it has
+expired and is created anew. Until then a reset without throttles misses it,
+and it expires on its own at the end of its window or block. A reset naming
+its throttles deletes their rings whatever the index holds.
 ]]
 local function reset(keys, args)
   local listed = redis.call('GET', keys[1])
