@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from sliding_window_throttler.cli import accesslog
 from sliding_window_throttler.cli.accesslog import (
+    MAX_LINE_BYTES,
     LogFileError,
     Request,
     check_log,
@@ -18,7 +20,7 @@ from sliding_window_throttler.cli.accesslog import (
     shorten,
 )
 
-from cli_logs import BUNDLED_LOG, T0, WriteLog
+from cli_logs import BUNDLED_LOG, T0, WriteLog, clf
 
 US = 1_000_000
 PREFIX = b"192.0.2.7 - - [17/May/2015:10:05:03 +0000] "
@@ -52,12 +54,12 @@ def fields(raw: bytes) -> tuple[str, int, str, str, int | None]:
         ),
         pytest.param(
             PREFIX + b'"\x16\x03\x01\x00\xa5" 400 -',
-            ("192.0.2.7", (T0 + 3) * US, "\x16\x03\x01\x00\ufffd", "", 400),
+            ("192.0.2.7", (T0 + 3) * US, "\x16\x03\x01\x00\\xa5", "", 400),
             id="raw-bytes-in-request",
         ),
         pytest.param(
             PREFIX + b'"GET /caf\xe9\xff HTTP/1.0" 200 5 "-" "\xfe"',
-            ("192.0.2.7", (T0 + 3) * US, "GET", "/caf\ufffd\ufffd", 200),
+            ("192.0.2.7", (T0 + 3) * US, "GET", "/caf\\xe9\\xff", 200),
             id="non-utf8-bytes",
         ),
         pytest.param(
@@ -335,3 +337,45 @@ def test_refuses_a_terminal() -> None:
     finally:
         os.close(leader)
         os.close(follower)
+
+
+def test_a_line_of_exactly_1_mib_parses_and_one_byte_more_is_malformed() -> None:
+    assert MAX_LINE_BYTES == 2**20
+    line = clf("a", 0, "GET /x HTTP/1.1").encode()
+    padded = line.replace(b"/x", b"/" + b"x" * (MAX_LINE_BYTES - len(line) + 1))
+    assert len(padded) == MAX_LINE_BYTES
+
+    assert parsed(padded + b"\r\n").path == "/" + "x" * (len(padded) - len(line) + 1)
+    assert parse_line(padded.replace(b"GET /", b"GET //")) == "line longer than 1 MiB"
+
+
+def test_a_line_over_1_mib_is_cut_and_reading_resumes_after_its_end(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "crashed.log"
+    # NUL padding after a crash: 5 MiB without a line end, then the log goes on.
+    path.write_bytes(b"one\n" + b"\0" * (5 * 2**20) + b"\r\ntwo\nthree")
+
+    tracemalloc.start()
+    try:
+        lines = [(n, len(line), line[:3]) for n, line in read_lines(path)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert [(n, start) for n, _, start in lines] == [
+        (1, b"one"),
+        (2, b"\0\0\0"),
+        (3, b"two"),
+        (4, b"thr"),
+    ]
+    assert MAX_LINE_BYTES < lines[1][1] < MAX_LINE_BYTES + 3 * 64 * 1024
+    assert peak < 4 * MAX_LINE_BYTES
+
+
+def test_decodes_invalid_utf_8_losslessly() -> None:
+    first = parsed(b"\xff\xfe" + PREFIX[9:] + b'"GET /\xff HTTP/1.1" 200 1')
+    second = parsed(b"\xfe\xff" + PREFIX[9:] + b'"GET /\xfe HTTP/1.1" 200 1')
+
+    assert (first.client, first.path) == ("\\xff\\xfe", "/\\xff")
+    assert (second.client, second.path) == ("\\xfe\\xff", "/\\xfe")

@@ -240,8 +240,8 @@ def test_replays_26_kb_lines_keyed_by_path(write_log: WriteLog) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("2/0s", "--limit '2/0s': the window must be from 1 ms to 366 days"),
-        ("2/367d", "--limit '2/367d': the window must be from 1 ms to 366 days"),
+        ("2/0s", "--limit must have a window of 1 ms to 366 days, got '2/0s'"),
+        ("2/367d", "--limit must have a window of 1 ms to 366 days, got '2/367d'"),
     ],
 )
 def test_a_limit_with_an_impossible_window_quotes_what_was_typed(
@@ -342,3 +342,203 @@ def test_refuses_a_device_with_one_line() -> None:
         swt("replay", "/dev/zero", "--limit", "1/s"),
         "'/dev/zero' is not a regular file or a pipe: it is a device",
     )
+
+
+SWT = [sys.executable, "-m", "sliding_window_throttler"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("output", [[], ["--json"]])
+def test_a_full_disk_is_one_line_and_exit_2(small_log: Path, output: list[str]) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [*SWT, "replay", small_log, "--limit", "3/10s", *output],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        "swt: error: cannot write the report: No space left on device\n"
+    )
+
+
+@pytest.mark.parametrize("output", [[], ["--json"]])
+def test_a_closed_stdout_is_one_line_and_exit_2(
+    small_log: Path, output: list[str]
+) -> None:
+    command = [*SWT, "replay", str(small_log), "--limit", "3/10s", *output]
+
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        "swt: error: cannot write the report: standard output is closed\n"
+    )
+
+
+@pytest.mark.parametrize("output", [[], ["--json"]])
+def test_a_pipe_closed_early_ends_quietly_with_exit_141(output: list[str]) -> None:
+    process = subprocess.Popen(
+        [*SWT, "replay", BUNDLED_LOG, *DEMO, *output],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    # Closed before swt writes a byte (it is still starting): like `| head -0`.
+    assert process.stdout is not None
+    process.stdout.close()
+
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 141
+    assert stderr == b""
+
+
+def test_a_pipe_closed_after_the_first_line_ends_quietly_with_exit_141() -> None:
+    # `swt replay ... | head -1`: the reader goes away mid-report, which at
+    # 220 KB is well over what the pipe holds (64 KiB on Linux).
+    process = subprocess.Popen(
+        [*SWT, "replay", BUNDLED_LOG, "--limit", "1/s", "--top", "100000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    process.stdout.close()
+
+    _, stderr = process.communicate(timeout=60)
+
+    assert first == b"swt replay\n"
+    assert process.returncode == 141
+    assert stderr == b""
+
+
+def test_the_same_log_given_twice_is_refused_naming_both(
+    small_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hard.log").hardlink_to(small_log)
+    (tmp_path / "soft.log").symlink_to(small_log)
+    other = tmp_path / "other.log"
+    other.write_bytes(small_log.read_bytes())
+    pairs = [
+        ("access.log", "access.log"),
+        ("./access.log", "access.log"),
+        ("access.log", "hard.log"),
+        ("soft.log", "access.log"),
+    ]
+
+    for first, second in pairs:
+        result = swt("replay", first, "other.log", second, "--limit", "1/s")
+
+        assert result.exit_code == 2, (first, second, result.output)
+        assert result.stdout == ""
+        assert result.stderr == (
+            f"swt: error: '{first}' and '{second}' are the same file; "
+            "give each log once\n"
+        )
+
+
+def test_a_file_name_with_a_newline_stays_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "new\nline.log"
+    empty.write_bytes(b"")
+
+    missing = swt("replay", "no\nsuch.log", "--limit", "1/s")
+    emptied = swt("replay", empty, "--limit", "1/s")
+
+    assert missing.exit_code == 2
+    assert missing.stderr == (
+        "swt: error: cannot read 'no\\nsuch.log': No such file or directory\n"
+    )
+    assert emptied.exit_code == 2
+    assert emptied.stderr == f"swt: error: {str(empty)!r} is empty\n"
+
+
+def test_a_dash_reads_standard_input_from_a_pipe_or_a_file(tmp_path: Path) -> None:
+    saved = tmp_path / "saved.log"
+    saved.write_text(LINE * 2)
+    args = [*SWT, "replay", "-", "--limit", "1/10s", "--json"]
+
+    piped = subprocess.run(
+        args, input=LINE * 3, capture_output=True, text=True, timeout=30
+    )
+    with saved.open() as stdin:
+        redirected = subprocess.run(
+            args, stdin=stdin, capture_output=True, text=True, timeout=30
+        )
+
+    assert piped.returncode == 0, piped.stderr
+    report = json.loads(piped.stdout)
+    assert (report["requests"], report["admitted"], report["rejected"]) == (3, 1, 2)
+    assert report["files"] == ["-"]
+    assert redirected.returncode == 0, redirected.stderr
+    assert json.loads(redirected.stdout)["requests"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-skew", "-1"], "--max-skew must not be negative, got '-1'"),
+        (["--reorder-window", "-1"], "--reorder-window must not be negative, got '-1'"),
+        (["--block", "-1"], "--block must not be negative, got '-1'"),
+        (["--block", "400d"], "--block must be at most 366 days, got '400d'"),
+        (["--top", "0"], "--top must be at least 1, got '0'"),
+        (["--top", "many"], "--top 'many' is not a whole number"),
+        (
+            ["--limit", "0/s"],
+            "--limit must allow 1 to 1,000,000 hits a window, got '0/s'",
+        ),
+        (
+            ["--limit", "2000000/s"],
+            "--limit must allow 1 to 1,000,000 hits a window, got '2000000/s'",
+        ),
+        (
+            ["--limit", "2/0s"],
+            "--limit must have a window of 1 ms to 366 days, got '2/0s'",
+        ),
+        (
+            ["--limit", "1/s", "--limit", "1/second"],
+            "--limit '1/second' is given twice (both mean 1/1s)",
+        ),
+    ],
+)
+def test_option_errors_name_the_option_once_and_quote_what_was_typed(
+    small_log: Path, args: list[str], message: str
+) -> None:
+    if "--limit" not in args:
+        args = ["--limit", "1/s", *args]
+
+    result = swt("replay", small_log, *args)
+
+    assert result.exit_code == 2
+    assert result.stderr == f"swt: error: {message}\n"
+
+
+def test_an_ascii_only_stdout_gets_an_ascii_report(write_log: WriteLog) -> None:
+    log = write_log([clf("caf\u00e9", s) for s in (0, 1)])
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+
+    results = [
+        subprocess.run(
+            [*SWT, "replay", log, "--limit", "1/10s", *output],
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
+        for output in ([], ["--json"])
+    ]
+
+    assert [(r.returncode, r.stderr) for r in results] == [(0, b""), (0, b"")]
+    lines = results[0].stdout.decode("ascii").splitlines()
+    top = lines.index("top throttled clients (1 of 1)")
+    assert lines[top + 3].split() == ["caf\\xe9", "1", "2", "2015-05-17T10:05:01+00:00"]
+    report = json.loads(results[1].stdout.decode("ascii"))
+    assert report["top_throttled"][0]["client"] == "caf\u00e9"

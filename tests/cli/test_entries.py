@@ -106,3 +106,30 @@ def test_max_skew_sets_how_far_ahead_a_line_may_be(
 
     assert len(clients) == replayed_clients
     assert reader.outliers == 3 - replayed_clients
+
+
+def test_examples_are_listed_in_line_order_though_outliers_are_known_later(
+    write_log: WriteLog,
+) -> None:
+    # Line 2 is known to be an outlier only at line 8, after the junk.
+    junk = [f"junk {n}" for n in range(3, 8)]
+    log = write_log([at("a", 0), at("x", 5), *junk, at("b", 0, 1)])
+
+    _, reader = replayed(log)
+
+    assert (reader.malformed, reader.outliers) == (6, 1)
+    assert [m.line for m in reader.examples] == [2, 3, 4, 5, 6]
+
+
+def test_examples_follow_the_order_of_the_logs_replayed(write_log: WriteLog) -> None:
+    first = write_log([at("a", 0), "junk", at("b", 0, 1), at("x", 9)], name="1.log")
+    second = write_log(["junk", at("c", 1), at("d", 1, 1)], name="2.log")
+    reader = EntryReader("ip")
+
+    list(reader.entries([probe_log(first), probe_log(second)]))
+
+    assert [(m.file, m.line) for m in reader.examples] == [
+        (str(first), 2),
+        (str(first), 4),
+        (str(second), 1),
+    ]

@@ -45,7 +45,7 @@ def test_names_throttles_after_their_normalised_spec() -> None:
         ([], None, "give at least one --limit"),
         (["60/minute", "60/60s"], None, "'60/60s' is given twice"),
         (["20/xx"], None, "unknown unit 'xx'"),
-        (["0/s"], None, "limit must be at least 1"),
+        (["0/s"], None, "--limit must allow 1 to 1,000,000 hits a window, got '0/s'"),
         (["1/s"], "soon", "--block 'soon' is not a duration"),
     ],
 )
@@ -321,3 +321,22 @@ def test_logs_that_start_together_keep_the_order_given(write_log: WriteLog) -> N
 
     assert result.files == (str(first), str(second))
     assert result.files_reordered is False
+
+
+def test_distinct_invalid_utf_8_bytes_stay_distinct_clients_and_paths(
+    write_log: WriteLog,
+) -> None:
+    line = clf("X", 0, "GET /P HTTP/1.1").encode()
+    clients = [line.replace(b"X", raw, 1) for raw in (b"\xff\xfe", b"\xfe\xff")]
+    paths = [line.replace(b"/P", b"/" + raw) for raw in (b"\xff", b"\xfe")]
+    throttles = make_throttles(["1/10s"])
+
+    by_ip = Replay([write_log(clients * 2)], throttles).run()
+    by_path = Replay(
+        [write_log(paths * 2, name="p.log")], throttles, key="ip+path"
+    ).run()
+
+    assert (by_ip.clients_seen, by_ip.rejected) == (2, 2)
+    assert sorted(c.client for c in by_ip.top_throttled) == ["\\xfe\\xff", "\\xff\\xfe"]
+    assert (by_path.clients_seen, by_path.rejected) == (2, 2)
+    assert sorted(c.client for c in by_path.top_throttled) == ["X /\\xfe", "X /\\xff"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from sliding_window_throttler.cli import cli
+from sliding_window_throttler.cli.accesslog import LogFileError
+from sliding_window_throttler.cli.replay import Replay
 from sliding_window_throttler.cli.storage import parse_address, redis_target
 
 from cli_logs import BUNDLED_LOG, WriteLog, clf, stamped
@@ -262,6 +266,69 @@ def test_a_wrong_password_is_one_line_without_the_password(
 
     assert_one_line_error(result, "invalid username-password pair")
     assert "secret" not in result.stderr
+
+
+@pytest.mark.redis
+def test_a_replay_that_fails_midway_deletes_its_keys(
+    fresh_redis_server: RedisServer, tmp_path: Path
+) -> None:
+    lines = [clf(f"10.0.{n % 40}.{n % 7}", n // 2) for n in range(6_000)]
+    data = gzip.compress("".join(f"{line}\n" for line in lines).encode())
+    log = tmp_path / "cut.log.gz"
+    # Cut short: the gzip error comes at the end, after thousands of hits.
+    log.write_bytes(data[:-200])
+    url = fresh_redis_server.url
+
+    result = swt("replay", log, "--limit", "3/10s", "--redis-url", url)
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"swt: error: {str(log)!r} is not valid gzip: Compressed file ended before "
+        "the end-of-stream marker was reached\n"
+    )
+    with fresh_redis_server.client() as client:
+        assert client.keys("swt-replay:*") == []
+
+
+@pytest.mark.redis
+def test_the_cleanup_after_a_failure_gives_up_on_a_stalled_redis(
+    fresh_redis_server: RedisServer, small_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replay = Replay.run
+
+    def replay_then_stall(self: Replay) -> object:
+        replay(self)
+        fresh_redis_server.pause()
+        raise LogFileError("'next.log' is not valid gzip: cut short")
+
+    monkeypatch.setattr(Replay, "run", replay_then_stall)
+    options = ["--redis-url", fresh_redis_server.url, "--redis-timeout", "1s"]
+    started = time.monotonic()
+
+    result = swt("replay", small_log, "--limit", "3/10s", *options)
+
+    assert time.monotonic() - started < 4
+    assert result.exit_code == 2
+    assert result.stderr == "swt: error: 'next.log' is not valid gzip: cut short\n"
+
+
+@pytest.mark.redis
+def test_a_cluster_node_taken_for_a_server_is_one_line_that_says_so(
+    redis_cluster: RedisCluster, write_log: WriteLog
+) -> None:
+    log = write_log([clf(f"10.0.0.{n}", n) for n in range(30)])
+
+    result = swt("replay", log, "--limit", "3/10s", "--redis-url", redis_cluster.url)
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "swt: error: the Redis at --redis-url is a Cluster node (it answered "
+        "MOVED): give --redis-url redis+cluster://host:port, or add --redis-cluster\n"
+    )
+    clients = [node.client() for node in redis_cluster.nodes]
+    assert keys_under(clients, "swt-replay:") == []
+    for client in clients:
+        client.close()
 
 
 @pytest.mark.parametrize(

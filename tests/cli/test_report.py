@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from sliding_window_throttler.cli.replay import Replay, ReplayResult, make_throttles
-from sliding_window_throttler.cli.report import iso_time, to_json, write_text
+from sliding_window_throttler.cli.report import (
+    iso_time,
+    to_json,
+    write_json,
+    write_text,
+)
 
 from cli_logs import WriteLog, clf, stamped
 
@@ -157,3 +162,73 @@ def test_text_says_when_files_were_reordered_and_counts_outliers(
     report = to_json(result)
     assert report["files"] == ["access.log.1", "access.log"]
     assert (report["files_reordered"], report["outliers"]) == (True, 1)
+
+
+def test_escapes_control_characters_in_every_table_and_json_keeps_them(
+    write_log: WriteLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evil = "\x1b]0;pwned\x07\x1b[2J"
+    shown = "\\x1b]0;pwned\\x07\\x1b[2J"
+    lines = [clf(evil, s, "GET /\x1b[31mred HTTP/1.1") for s in (0, 1)]
+    log = write_log([*lines, "\x1b[2Jjunk"], name="in\x1b[5mside.log")
+    monkeypatch.chdir(log.parent)
+    throttles = make_throttles(["1/10s"])
+    by_ip = Replay([log.name], throttles).run()
+    by_path = Replay([log.name], throttles, key="ip+path").run()
+
+    texts = [text_of(by_ip), text_of(by_path)]
+
+    for text in texts:
+        assert not any(c in line for line in text for c in "\x1b\x07")
+        assert text[1] == "files              in\\x1b[5mside.log"
+        assert text[-1].split(maxsplit=1) == [
+            "in\\x1b[5mside.log:3",
+            "not a log line: no fields after the client   \\x1b[2Jjunk",
+        ]
+
+    rows = [text[text.index("top throttled clients (1 of 1)") + 3] for text in texts]
+    assert [row.rsplit(maxsplit=3)[0] for row in rows] == [
+        shown,
+        f"{shown} /\\x1b[31mred",
+    ]
+    assert to_json(by_ip)["top_throttled"][0]["client"] == evil
+    assert to_json(by_path)["top_throttled"][0]["client"] == f"{evil} /\x1b[31mred"
+    assert to_json(by_ip)["files"] == [log.name]
+
+
+def ascii_stream() -> tuple[io.BytesIO, io.TextIOWrapper]:
+    raw = io.BytesIO()
+    return raw, io.TextIOWrapper(raw, encoding="ascii")
+
+
+def test_a_stream_without_box_characters_gets_ascii_rules_and_escaped_data(
+    write_log: WriteLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = write_log([clf("caf\u00e9", s) for s in (0, 1)] + ["junk \u00e9"])
+    monkeypatch.chdir(log.parent)
+    result = Replay([log.name], make_throttles(["1/10s"])).run()
+    text_raw, text_stream = ascii_stream()
+    json_raw, json_stream = ascii_stream()
+
+    write_text(result, text_stream)
+    write_json(result, json_stream)
+    text_stream.flush()
+    json_stream.flush()
+
+    lines = text_raw.getvalue().decode("ascii").splitlines()
+    top = lines.index("top throttled clients (1 of 1)")
+    assert lines[top + 1].split() == [
+        "client",
+        "rejected",
+        "requests",
+        "first",
+        "throttled",
+    ]
+    assert set(lines[top + 2]) == {"-"}
+    assert lines[top + 3].split() == ["caf\\xe9", "1", "2", "2015-05-17T10:05:01+00:00"]
+    assert lines[-1].split(maxsplit=1) == [
+        "access.log:3",
+        "no [date/time] field   junk \\xe9",
+    ]
+    report = json.loads(json_raw.getvalue().decode("ascii"))
+    assert report["top_throttled"][0]["client"] == "caf\u00e9"

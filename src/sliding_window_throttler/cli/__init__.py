@@ -1,18 +1,22 @@
 """
 The ``swt`` command line.
 
-Every error a user can cause (a bad option, a missing or corrupt file) is one
-line on stderr, ``swt: error: ...``, and exit code 2; Ctrl-C exits with 130.
-No traceback reaches the user for either.
+Every error a user can cause (a bad option, a missing or corrupt file, an
+output that cannot take the report) is one line on stderr, ``swt: error:
+...``, and exit code 2; Ctrl-C exits with 130, and a pipe closed early 141
+(``output.py``). No traceback reaches the user for any.
+
+Option errors read ``--option must ..., got 'as typed'`` or ``--option 'as
+typed' is not ...``: click's own wording (``Invalid value for ...``) is not
+used for the options checked here.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+from functools import partial
 from typing import IO, Any
 
 import click
@@ -30,9 +34,10 @@ from ..errors import ConfigurationError, ThrottlerError
 from .accesslog import LogFileError
 from .entries import KEYS
 from .logfiles import LogFile, opened_logs
+from .output import OutputError, standard_output, write_report
 from .replay import Replay, make_throttles
 from .report import write_json, write_text
-from .storage import open_storage, redis_target
+from .storage import cluster_redirect, open_storage, redis_target
 
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
 """Smaller inputs replay in well under a second: no progress bar for them."""
@@ -96,18 +101,33 @@ def cli() -> None:
     """Sliding-window throttler tools."""
 
 
+def _option(param: click.Parameter) -> str:
+    return f"--{param.name}".replace("_", "-")
+
+
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int:
     if value is None:
         return 0
 
     try:
-        return parse_duration_ms(value, field=f"--{param.name}".replace("_", "-"))
+        return parse_duration_ms(value, field=_option(param))
     except ConfigurationError as exc:
-        raise click.BadParameter(exc.message) from None
+        # Not BadParameter, which would say "Invalid value for" the option too.
+        raise click.UsageError(exc.message) from None
+
+
+def _count(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    if not value.strip().isdecimal():
+        raise click.UsageError(f"{_option(param)} {value!r} is not a whole number")
+
+    if int(value) < 1:
+        raise click.UsageError(f"{_option(param)} must be at least 1, got {value!r}")
+
+    return int(value)
 
 
 @cli.command("replay")
-@click.argument("logs", metavar="LOG...", nargs=-1, required=True, type=Path)
+@click.argument("logs", metavar="LOG...", nargs=-1, required=True)
 @click.option(
     "--limit",
     "limits",
@@ -148,9 +168,10 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--top",
-    type=click.IntRange(min=1),
-    default=10,
+    metavar="N",
+    default="10",
     show_default=True,
+    callback=_count,
     help="How many clients and windows to rank.",
 )
 @click.option(
@@ -187,7 +208,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     help="How long to wait for Redis to connect, and to answer each hit.",
 )
 def replay_command(
-    logs: tuple[Path, ...],
+    logs: tuple[str, ...],
     limits: tuple[str, ...],
     block: str | None,
     key: str,
@@ -205,9 +226,10 @@ def replay_command(
     Replay access logs through the throttler on their logged time.
 
     Reads Apache/Nginx common or combined logs, plain or gzip, files or
-    pipes, one after the other (oldest first, whatever the order given), and
-    reports what the given limits would have admitted and refused, deciding in
-    memory or, with --redis-url or --redis-sentinel, in Redis.
+    pipes (- is standard input), one after the other (oldest first, whatever
+    the order given), and reports what the given limits would have admitted
+    and refused, deciding in memory or, with --redis-url or --redis-sentinel,
+    in Redis.
     """
     try:
         throttles = make_throttles(limits, block)
@@ -219,8 +241,11 @@ def replay_command(
             redis_timeout,
             throttles,
         )
+        stdout = standard_output()
     except ConfigurationError as exc:
         raise click.UsageError(exc.message) from None
+    except OutputError as exc:
+        raise CommandError(str(exc)) from None
 
     min_bytes = PROGRESS_MIN_BYTES if target is None else REDIS_PROGRESS_MIN_BYTES
     try:
@@ -241,21 +266,32 @@ def replay_command(
                 storage=storage.redis,
                 storage_info=storage.info,
             )
-            result = replay.run()
-            storage.forget(replay.identifiers(), throttles)
+            try:
+                result = replay.run()
+            finally:
+                # After a failure too; best effort, it never raises.
+                storage.forget(replay.identifiers(), throttles)
     except LogFileError as exc:
         raise CommandError(str(exc)) from None
     except ThrottlerError as exc:
         raise _storage_failure(exc) from None
 
-    if as_json:
-        write_json(result, sys.stdout)
-    else:
-        write_text(result, sys.stdout)
+    write = write_json if as_json else write_text
+    try:
+        write_report(partial(write, result), stdout)
+    except OutputError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _storage_failure(exc: ThrottlerError) -> CommandError:
     """One line for a Redis failure: unreachable, refused, no redis extra..."""
+    redirect = cluster_redirect(exc)
+    if redirect is not None:
+        return CommandError(
+            f"the Redis at --redis-url is a Cluster node (it answered {redirect}): "
+            "give --redis-url redis+cluster://host:port, or add --redis-cluster"
+        )
+
     # Some quote a server reply over several lines, or a client's repr.
     message = _CLIENT_REPR.sub("<redis client>", exc.message)
     return CommandError(" ".join(message.split()))

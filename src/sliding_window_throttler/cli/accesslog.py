@@ -12,9 +12,13 @@ decode), parses several hundred thousand lines/s, and copes with:
 
 - a request line holding spaces, pipes or ``\\"`` escapes, raw or escaped
   bytes (``\\x16\\x03...``), or an unescaped quote (a second, slower pattern);
-- IPv6 or hostname clients, ``-`` for status or size, lines of any length
-  ending in LF, CRLF or a lone CR (old Mac style, or a log cut by a tool that
-  drops LFs); blank lines are skipped and not counted.
+- IPv6 or hostname clients, ``-`` for status or size, lines ending in LF,
+  CRLF or a lone CR (old Mac style, or a log cut by a tool that drops LFs);
+  blank lines are skipped and not counted;
+- bytes that are not UTF-8, decoded as ``\\xff`` escapes: distinct bytes stay
+  distinct clients and paths;
+- a line longer than ``MAX_LINE_BYTES`` (NUL padding after a crash): it is
+  malformed, only its first MiB is kept, and reading goes on after its end.
 
 Lenient tail: only the fields up to the response size are needed to replay a
 request, so nothing after them is checked. A truncated combined line (line
@@ -27,8 +31,12 @@ takes explicit times only within 2**52 us of the epoch (1827-2112), and one
 range for both storages keeps their reports equal.
 
 A log is opened once and read once from start to end, so a named pipe, a
-process substitution (``<(zcat a.gz)``) or ``/dev/stdin`` holding a pipe or a
-file reads like any file. A terminal or a device is refused: it may never end.
+process substitution (``<(zcat a.gz)``) or ``/dev/stdin`` (``-``) holding a
+pipe or a file reads like any file. A terminal or a device is refused: it may
+never end.
+
+A log is named in messages and reports as given, undecodable bytes escaped,
+and messages quote it with ``repr`` so that a newline in it stays ``\\n``.
 """
 
 from __future__ import annotations
@@ -52,6 +60,12 @@ GZIP_MAGIC = b"\x1f\x8b"
 MAX_SHOWN_CHARS = 120
 READ_CHUNK_BYTES = 64 * 1024
 """Bytes read at a time; the lines of a chunk are split in one C call."""
+MAX_LINE_BYTES = 2**20
+"""The longest line replayed (line end not counted); Apache's own limit on a
+request line is 8 KiB, and long query strings stay far below a MiB."""
+TOO_LONG = "line longer than 1 MiB"
+STDIN = "-"
+"""The name that stands for standard input, read as ``/dev/stdin``."""
 FIRST_YEAR, LAST_YEAR = 1970, 2100
 EARLIEST_US = calendar.timegm((FIRST_YEAR, 1, 1, 0, 0, 0)) * 1_000_000
 END_US = calendar.timegm((LAST_YEAR + 1, 1, 1, 0, 0, 0)) * 1_000_000
@@ -110,7 +124,7 @@ class Malformed:
     A line that could not be replayed.
 
     Attributes:
-        file: The file it came from, as given.
+        file: The name of the file it came from (``LogReader.name``).
         line: Its line number, from 1.
         text: The line, shortened, with control bytes escaped.
         reason: Why it is unusable.
@@ -172,8 +186,11 @@ def parse_fields(raw: bytes) -> Fields | str:
     Returns:
         ``(client, time_us, offset_s, request, status)`` with the request line
         and the status still bytes, or the reason the line is malformed (a
-        time outside 1970-2100 UTC is one).
+        time outside 1970-2100 UTC is one, a line over 1 MiB another).
     """
+    if len(raw) > MAX_LINE_BYTES and len(raw.rstrip(b"\r\n")) > MAX_LINE_BYTES:
+        return TOO_LONG
+
     match = _LINE.match(raw) or _LENIENT_LINE.match(raw)
     if match is None:
         return diagnose(raw)
@@ -192,7 +209,7 @@ def parse_fields(raw: bytes) -> Fields | str:
     if not EARLIEST_US <= time_us < END_US:
         return OUT_OF_RANGE
 
-    return client.decode("utf-8", "replace"), time_us, offset, request, status
+    return client.decode("utf-8", "backslashreplace"), time_us, offset, request, status
 
 
 def parse_line(raw: bytes) -> Request | str:
@@ -208,7 +225,8 @@ def parse_line(raw: bytes) -> Request | str:
 
     client, time_us, offset_s, request, status = fields
     code = None if status == b"-" else int(status)
-    return Request(client, time_us, offset_s, request.decode("utf-8", "replace"), code)
+    text = request.decode("utf-8", "backslashreplace")
+    return Request(client, time_us, offset_s, text, code)
 
 
 def split_request(request: str) -> tuple[str, str]:
@@ -250,9 +268,29 @@ def diagnose(raw: bytes) -> str:
 
 def shorten(raw: bytes, limit: int = MAX_SHOWN_CHARS) -> str:
     """Render a line for a report: decoded, control bytes escaped, cut to size."""
-    text = raw.rstrip(b"\r\n").decode("utf-8", "replace")
-    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text[:limit])
-    return text if len(raw) <= limit else text[: limit - 1] + "…"
+    line = raw.rstrip(b"\r\n")
+    text = line[: limit * 4].decode("utf-8", "backslashreplace")
+    text = "".join(c if c.isprintable() else escape_char(c) for c in text[:limit])
+    return text if len(line) <= limit else text[: limit - 1] + "…"
+
+
+def escape_char(char: str) -> str:
+    """``\\x1b``, ``\\u202e`` or ``\\U0001f600``: a character as Python escapes it."""
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def display_name(path: str | os.PathLike[str]) -> str:
+    """A file name as reports show it: as given, undecodable bytes as ``\\xff``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def quoted(name: str) -> str:
+    """Quote a file name for a message: one line whatever it holds."""
+    return repr(name)
 
 
 class LogReader:
@@ -264,26 +302,32 @@ class LogReader:
 
     Args:
         path: A regular file, or a pipe (a FIFO, ``/dev/stdin``, a process
-            substitution). The gzip magic bytes decide whether it is
-            decompressed, not the name: a rotated ``.1`` file that is
-            compressed, or a ``.gz`` that is not, both read right.
+            substitution); ``-`` is standard input. The gzip magic bytes
+            decide whether it is decompressed, not the name: a rotated ``.1``
+            file that is compressed, or a ``.gz`` that is not, both read right.
+        name: How messages name it, if not as ``path`` is given.
 
     Attributes:
-        path: As given.
+        path: Where it is read from.
+        name: As given, for messages and reports (``display_name``).
         is_pipe: True for a pipe, which cannot be read a second time.
         size: Its size on disk, for progress; 0 for a pipe.
+        identity: ``(st_dev, st_ino)``: equal for two names of one file.
 
     Raises:
         LogFileError: when it cannot be opened, or is a terminal or a device.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        with _reading(path):
+    def __init__(self, path: str | Path, *, name: str | None = None) -> None:
+        self.name = display_name(path) if name is None else name
+        self.path = Path("/dev/stdin" if os.fspath(path) == STDIN else path)
+        with _reading(self.name):
             # Opening a FIFO waits for its writer, as `cat` would.
-            raw = path.open("rb")
+            raw = self.path.open("rb")
             try:
-                self.is_pipe, self.size = _kind_of(path, raw)
+                status = os.fstat(raw.fileno())
+                self.is_pipe, self.size = _kind_of(self.name, raw, status)
+                self.identity = (status.st_dev, status.st_ino)
                 compressed = raw.peek(2)[:2] == GZIP_MAGIC
             except BaseException:
                 raw.close()
@@ -293,7 +337,7 @@ class LogReader:
         self._data: io.BufferedIOBase = (
             gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
         )
-        self._lines = _split_lines(self._data, path)
+        self._lines = _split_lines(self._data, self.name)
 
     def __iter__(self) -> Iterator[bytes]:
         return self._lines
@@ -324,9 +368,10 @@ class LogReader:
         self._raw.close()
 
 
-def _kind_of(path: Path, raw: io.BufferedReader) -> tuple[bool, int]:
+def _kind_of(
+    name: str, raw: io.BufferedReader, status: os.stat_result
+) -> tuple[bool, int]:
     """Return ``(is_pipe, size)``, refusing what may never end."""
-    status = os.fstat(raw.fileno())
     if stat.S_ISREG(status.st_mode):
         return False, status.st_size
 
@@ -334,18 +379,25 @@ def _kind_of(path: Path, raw: io.BufferedReader) -> tuple[bool, int]:
         return True, 0
 
     what = "a terminal" if raw.isatty() else "a device"
-    raise LogFileError(f"'{path}' is not a regular file or a pipe: it is {what}")
+    raise LogFileError(f"{quoted(name)} is not a regular file or a pipe: it is {what}")
 
 
-def _split_lines(data: io.BufferedIOBase, path: Path) -> Iterator[bytes]:
+def _split_lines(data: io.BufferedIOBase, name: str) -> Iterator[bytes]:
     """Yield the lines of ``data`` ending in LF, CRLF or CR, a chunk at a time."""
     # bytes.splitlines() ends lines at exactly these three (str's also at
     # \v, \f, \x1c-\x1e, \x85...), and runs in C: as fast as readline's LF.
-    with _reading(path):
-        start: list[bytes] = []  # a line that no chunk has ended yet
+    # A line that no chunk ends is held in `start`, up to a little over
+    # MAX_LINE_BYTES: past that, the chunks before its end are dropped, and
+    # what is left of it (longer than the limit) is yielded as malformed.
+    with _reading(name):
+        start: list[bytes] = []
+        held = 0
         while chunk := data.read(READ_CHUNK_BYTES):
             if b"\n" not in chunk and b"\r" not in chunk:
-                start.append(chunk)
+                if held <= MAX_LINE_BYTES:
+                    start.append(chunk)
+                    held += len(chunk)
+
                 continue
 
             if start:
@@ -354,9 +406,11 @@ def _split_lines(data: io.BufferedIOBase, path: Path) -> Iterator[bytes]:
                 start.clear()
 
             lines = chunk.splitlines(keepends=True)
+            held = 0
             if not lines[-1].endswith(b"\n"):
                 # Not ended yet, or a CR that the next chunk may start with LF.
                 start.append(lines.pop())
+                held = len(start[0])
 
             yield from lines
 
@@ -364,7 +418,7 @@ def _split_lines(data: io.BufferedIOBase, path: Path) -> Iterator[bytes]:
             yield b"".join(start)
 
 
-def check_log(path: Path) -> None:
+def check_log(path: str | Path) -> None:
     """
     Fail early on a log that cannot be replayed: unreadable, empty, bad gzip.
 
@@ -376,28 +430,29 @@ def check_log(path: Path) -> None:
     reader = LogReader(path)
     with closing(reader):
         if next(iter(reader), None) is None:
-            raise LogFileError(f"'{path}' is empty")
+            raise LogFileError(f"{quoted(reader.name)} is empty")
 
 
 @contextmanager
-def _reading(path: Path) -> Iterator[None]:
+def _reading(name: str) -> Iterator[None]:
     """Turn the errors of reading or decompressing into ``LogFileError``."""
     try:
         yield
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise LogFileError(f"'{path}' is not valid gzip: {exc}") from None
+        raise LogFileError(f"{quoted(name)} is not valid gzip: {exc}") from None
     except OSError as exc:
-        raise LogFileError(f"cannot read '{path}': {exc.strerror or exc}") from None
+        reason = exc.strerror or exc
+        raise LogFileError(f"cannot read {quoted(name)}: {reason}") from None
 
 
 def read_lines(
-    path: Path, on_progress: Callable[[int], None] | None = None
+    path: str | Path, on_progress: Callable[[int], None] | None = None
 ) -> Iterator[tuple[int, bytes]]:
     """
     Yield ``(line number, line bytes)`` of a log, streaming.
 
     Args:
-        path: The log, plain or gzip, a file or a pipe.
+        path: The log, plain or gzip, a file or a pipe; ``-`` is standard input.
         on_progress: Called every 4,096 lines with the bytes of the file
             (compressed bytes for gzip) read so far.
 

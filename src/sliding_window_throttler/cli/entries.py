@@ -17,6 +17,7 @@ outlier if it jumps.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from itertools import count
@@ -31,12 +32,14 @@ def _by_ip(client: str, request: bytes) -> str:
     return client
 
 
+# Undecodable bytes become \xff escapes, as in the client: distinct bytes are
+# distinct keys.
 def _by_ip_and_path(client: str, request: bytes) -> str:
-    return f"{client} {split_request(request.decode('utf-8', 'replace'))[1]}"
+    return f"{client} {split_request(request.decode('utf-8', 'backslashreplace'))[1]}"
 
 
 def _by_ip_and_method(client: str, request: bytes) -> str:
-    return f"{client} {split_request(request.decode('utf-8', 'replace'))[0]}"
+    return f"{client} {split_request(request.decode('utf-8', 'backslashreplace'))[0]}"
 
 
 KEYS: dict[str, Callable[[str, bytes], str]] = {
@@ -69,7 +72,8 @@ class EntryReader:
         malformed: Lines not replayed, outliers included; blank ones are not
             counted.
         outliers: Of those, the lines dated too far ahead of their log.
-        examples: The first ``MALFORMED_EXAMPLES`` malformed lines.
+        examples: The first ``MALFORMED_EXAMPLES`` malformed lines, in the
+            order of the logs replayed and of their lines.
     """
 
     def __init__(
@@ -80,15 +84,23 @@ class EntryReader:
     ) -> None:
         self.max_skew_ms = max_skew_ms
         self.malformed = self.outliers = 0
-        self.examples: list[Malformed] = []
+        # (log index, line number, example), sorted: an outlier is known
+        # only at the next parseable line, after the junk lines between.
+        self._examples: list[tuple[int, int, Malformed]] = []
+        self._log_index = 0
         self._identify = KEYS[key]
         self._on_progress = on_progress
+
+    @property
+    def examples(self) -> list[Malformed]:
+        """The first ``MALFORMED_EXAMPLES`` malformed lines, in log order."""
+        return [example for *_, example in self._examples]
 
     def entries(self, logs: Sequence[LogFile]) -> Iterator[Entry]:
         """Yield the requests of ``logs``, one log after the other."""
         sequence = count(1)
         done = 0
-        for log in logs:
+        for self._log_index, log in enumerate(logs):
             yield from self._entries_of(log, sequence, self._progress_from(done))
             done += log.size
 
@@ -102,7 +114,7 @@ class EntryReader:
         # of this log so far) is held until the next parseable line says
         # whether the log jumped (it is past the ceiling too) or the held line
         # is an outlier.
-        identify, name = self._identify, str(log.path)
+        identify, name = self._identify, log.name
         skew_us = self.max_skew_ms * 1000 or NO_CEILING_US
         newest = log.start_us
         ceiling = newest + skew_us
@@ -153,8 +165,13 @@ class EntryReader:
             return  # blank lines are not requests, nor mistakes
 
         self.malformed += 1
-        if len(self.examples) < MALFORMED_EXAMPLES:
-            self.examples.append(Malformed(name, number, shorten(raw), reason))
+        examples, place = self._examples, (self._log_index, number)
+        if len(examples) == MALFORMED_EXAMPLES and place > examples[-1][:2]:
+            return
+
+        example = Malformed(name, number, shorten(raw), reason)
+        bisect.insort(examples, (*place, example), key=lambda item: item[:2])
+        del examples[MALFORMED_EXAMPLES:]
 
     def _count_outlier(self, name: str, number: int, raw: bytes) -> None:
         self.outliers += 1

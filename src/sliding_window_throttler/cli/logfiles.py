@@ -13,6 +13,9 @@ A regular file is probed, closed, and opened again to be replayed: one is
 open at a time however many are given. A pipe (a FIFO, ``/dev/stdin``,
 ``<(zcat a.gz)``) can be read only once: it stays open, and the lines read to
 probe it are kept for the replay, at most ``MAX_READ_AHEAD_BYTES`` of them.
+
+One file given twice (``a.log ./a.log``, a link to it, ``- /dev/stdin``) would
+count every line twice: it is refused, by device and inode, as it is opened.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 
-from .accesslog import LogFileError, LogReader, parse_fields, read_lines
+from .accesslog import LogFileError, LogReader, parse_fields, quoted
 
 PROBED_LINES = 3
 MAX_READ_AHEAD_BYTES = 16 * 1024 * 1024
@@ -33,7 +36,8 @@ class LogFile:
     A probed log: when it starts, and its lines from the first.
 
     Attributes:
-        path: As given.
+        path: Where it is read from.
+        name: As given, for messages and reports.
         start_us: The median time of its first three parseable lines (the
             later of two, if it has two), epoch microseconds.
         size: Its size on disk; 0 for a pipe.
@@ -47,8 +51,11 @@ class LogFile:
         size: int,
         pipe: LogReader | None = None,
         read_ahead: list[bytes] | None = None,
+        *,
+        name: str | None = None,
     ) -> None:
         self.path = path
+        self.name = name if name is not None else str(path)
         self.start_us = start_us
         self.size = size
         self.is_pipe = pipe is not None
@@ -66,12 +73,13 @@ class LogFile:
             LogFileError: when the file cannot be read, or the pipe was replayed.
         """
         if not self.is_pipe:
-            yield from read_lines(self.path, on_progress)
+            with closing(LogReader(self.path, name=self.name)) as reader:
+                yield from reader.numbered(on_progress)
             return
 
         pipe, read_ahead = self._pipe, self._read_ahead
         if pipe is None:
-            raise LogFileError(f"'{self.path}' is a pipe, and was read already")
+            raise LogFileError(f"{quoted(self.name)} is a pipe, and was read already")
 
         self._pipe, self._read_ahead = None, []
         with closing(pipe):
@@ -84,15 +92,19 @@ class LogFile:
             self._pipe = None
 
 
-def probe_log(path: Path) -> LogFile:
+def probe_log(path: str | Path) -> LogFile:
     """
-    Open a log and find when it starts.
+    Open a log and find when it starts; ``-`` is standard input.
 
     Raises:
         LogFileError: when it cannot be read, is empty, has no parseable line,
             or is a pipe whose first 16 MiB hold none.
     """
-    reader = LogReader(path)
+    return _probe(LogReader(path))
+
+
+def _probe(reader: LogReader) -> LogFile:
+    """Find when the log of ``reader`` starts; close it unless it is a pipe."""
     try:
         times, read_ahead = _first_times(reader)
     except BaseException:
@@ -103,9 +115,9 @@ def probe_log(path: Path) -> LogFile:
     start_us = sorted(times)[len(times) // 2]
     if not reader.is_pipe:
         reader.close()
-        return LogFile(path, start_us, reader.size)
+        return LogFile(reader.path, start_us, reader.size, name=reader.name)
 
-    return LogFile(path, start_us, 0, reader, read_ahead)
+    return LogFile(reader.path, start_us, 0, reader, read_ahead, name=reader.name)
 
 
 def _first_times(reader: LogReader) -> tuple[list[int], list[bytes]]:
@@ -132,45 +144,62 @@ def _first_times(reader: LogReader) -> tuple[list[int], list[bytes]]:
                 break
 
             raise LogFileError(
-                f"'{reader.path}' has no parseable line in its first "
+                f"{quoted(reader.name)} has no parseable line in its first "
                 f"{MAX_READ_AHEAD_BYTES // 2**20} MiB ({first_problem})"
             )
 
     if not times:
-        raise LogFileError(_unusable(reader.path, number, first_problem))
+        raise LogFileError(_unusable(quoted(reader.name), number, first_problem))
 
     return times, kept
 
 
-def _unusable(path: Path, lines: int, first_problem: str) -> str:
+def _unusable(shown: str, lines: int, first_problem: str) -> str:
     if not lines:
-        return f"'{path}' is empty"
+        return f"{shown} is empty"
 
     if not first_problem:
-        return f"'{path}' has no log lines (only blank ones)"
+        return f"{shown} has no log lines (only blank ones)"
 
     return (
-        f"'{path}' has no parseable line in common or combined log format "
+        f"{shown} has no parseable line in common or combined log format "
         f"({first_problem})"
     )
 
 
 @contextmanager
-def opened_logs(logs: Iterable[Path | LogFile]) -> Iterator[list[LogFile]]:
+def opened_logs(logs: Iterable[str | Path | LogFile]) -> Iterator[list[LogFile]]:
     """
     Probe each path, in the order given; a ``LogFile`` passes as it is.
 
     The logs probed here are closed on the way out, those passed in are not.
 
     Raises:
-        LogFileError: for the first log that cannot be replayed.
+        LogFileError: for the first log that cannot be replayed, or one that
+            is a file given before (checked before reading it).
     """
     with ExitStack() as stack:
         opened = []
+        seen: dict[tuple[int, int], str] = {}
         for log in logs:
             if not isinstance(log, LogFile):
-                log = stack.enter_context(closing(probe_log(log)))
+                reader = LogReader(log)
+                _check_once(reader, seen)
+                log = stack.enter_context(closing(_probe(reader)))
 
             opened.append(log)
 
         yield opened
+
+
+def _check_once(reader: LogReader, seen: dict[tuple[int, int], str]) -> None:
+    """Refuse (and close) a reader of a file that ``seen`` holds already."""
+    first = seen.get(reader.identity)
+    if first is not None:
+        reader.close()
+        raise LogFileError(
+            f"{quoted(first)} and {quoted(reader.name)} are the same file; "
+            "give each log once"
+        )
+
+    seen[reader.identity] = reader.name

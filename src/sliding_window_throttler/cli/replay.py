@@ -31,6 +31,7 @@ from .. import ManualClock, MemoryStorage, Outcome, Throttle, Throttler
 from ..core.decision import Decision
 from ..core.rate import (
     MAX_DURATION_MS,
+    MAX_LIMIT,
     format_duration_ms,
     parse_duration_ms,
     parse_rate,
@@ -165,7 +166,8 @@ def make_throttles(
 
     Raises:
         ConfigurationError: for a bad spec or block, no spec, or two specs
-            that mean the same limit (``60/minute`` and ``60/60s``).
+            that mean the same limit (``60/minute`` and ``60/60s``); its
+            message quotes the spec as typed.
     """
     if not specs:
         raise ConfigurationError("limit", "give at least one --limit, e.g. 100/minute")
@@ -173,16 +175,13 @@ def make_throttles(
     block_ms = parse_duration_ms(block, field="--block") if block is not None else 0
     throttles: dict[str, Throttle] = {}
     for spec in specs:
-        limit, ttl_ms = parse_rate(spec, field="--limit")
-        if not 1 <= ttl_ms <= MAX_DURATION_MS:
-            raise ConfigurationError(
-                "limit", f"--limit {spec!r}: the window must be from 1 ms to 366 days"
-            )
-
+        limit, ttl_ms = _parse_limit(spec)
         name = throttle_name(limit, ttl_ms)
         if name in throttles:
             raise ConfigurationError(
-                "limit", f"--limit {spec!r} is given twice (both mean {name})"
+                "limit",
+                f"--limit {spec!r} is given twice "
+                f"(both mean {limit}/{format_duration_ms(ttl_ms)})",
             )
 
         try:
@@ -196,6 +195,23 @@ def make_throttles(
             raise ConfigurationError(exc.field, f"--limit {spec!r}: {exc}") from None
 
     return tuple(throttles.values())
+
+
+def _parse_limit(spec: str) -> tuple[int, int]:
+    """``(limit, ttl_ms)`` of a ``--limit`` spec within a ``Throttle``'s bounds."""
+    limit, ttl_ms = parse_rate(spec, field="--limit")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ConfigurationError(
+            "limit",
+            f"--limit must allow 1 to {MAX_LIMIT:,} hits a window, got {spec!r}",
+        )
+
+    if not 1 <= ttl_ms <= MAX_DURATION_MS:
+        raise ConfigurationError(
+            "limit", f"--limit must have a window of 1 ms to 366 days, got {spec!r}"
+        )
+
+    return limit, ttl_ms
 
 
 @dataclass(slots=True)
@@ -248,8 +264,9 @@ class Replay:
     One replay of access logs under a set of throttles.
 
     Args:
-        paths: The logs (paths, or ``LogFile``s already probed), replayed one
-            after the other as one stream, oldest first.
+        paths: The logs (paths, ``-`` for standard input, or ``LogFile``s
+            already probed), replayed one after the other as one stream,
+            oldest first.
         throttles: Decided together on every request.
         key: ``ip``, ``ip+path`` or ``ip+method``.
         reorder_window_ms: How long to wait for out-of-order lines.
@@ -266,7 +283,7 @@ class Replay:
 
     def __init__(
         self,
-        paths: Sequence[Path | LogFile],
+        paths: Sequence[str | Path | LogFile],
         throttles: Sequence[Throttle],
         *,
         key: str = "ip",
@@ -299,8 +316,8 @@ class Replay:
 
         Raises:
             LogFileError: when a file is missing, unreadable, empty, corrupt,
-                or has no parseable line (before anything is replayed), or is
-                a pipe that an earlier run read.
+                given twice, or has no parseable line (before anything is
+                replayed), or is a pipe that an earlier run read.
         """
         self._reorder = ReorderBuffer(self.reorder_window_ms * 1000)
         self._reader = EntryReader(self.key, self.max_skew_ms, self.on_progress)
@@ -321,7 +338,10 @@ class Replay:
         return self._result(tally, logs, reordered=logs != given)
 
     def identifiers(self) -> Iterator[str]:
-        """The identifiers the last run hit, each once: whose keys it wrote."""
+        """
+        The identifiers the last run hit, each once: whose keys it wrote; after
+        a failed run, those it hit so far (the failing hit's included).
+        """
         return iter(self._clients)
 
     def _result(
@@ -333,7 +353,7 @@ class Replay:
         )
         windows = sorted(tally.windows, key=lambda w: (-w[0], -w[1], -w[2]))
         return ReplayResult(
-            files=tuple(str(log.path) for log in logs),
+            files=tuple(log.name for log in logs),
             throttles=self.throttles,
             key=self.key,
             reorder_window_ms=self.reorder_window_ms,
@@ -373,7 +393,9 @@ def _hits_on_clock(throttles: tuple[Throttle, ...]) -> HitAt:
 
 def _hits_with_time(storage: Storage, throttles: tuple[Throttle, ...]) -> HitAt:
     """Hits that carry their time, for a storage with a clock of its own."""
-    hit = Throttler(storage).hit
+    # Bare: a replay reports a storage error, never lets a failure strategy
+    # (from the environment, say) decide in its place, nor retries a hit.
+    hit = Throttler(storage, resilient=False).hit
 
     def hit_at(identifier: str, time_us: int) -> Decision:
         # The throttler rounds now_ms * 1000 back to the same microsecond for
@@ -404,10 +426,12 @@ def _simulate(entries: Iterator[Entry], hit_at: HitAt, tally: _Tally) -> None:
         if time_us < earliest:
             earliest, earliest_offset = time_us, offset_s
 
-        decision = hit_at(identifier, now)
+        # Counted before the hit: a hit that fails may have written keys.
         counters = clients.get(identifier)
         if counters is None:
             counters = clients[identifier] = [0, 0, 0, 0]
+
+        decision = hit_at(identifier, now)
 
         counters[0] += 1
         in_bucket += 1

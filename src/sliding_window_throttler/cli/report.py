@@ -8,12 +8,19 @@ so the output reads the same in a file or a pager.
 Each row of a table is one line: a client longer than ``MAX_CLIENT_CHARS``
 (an ``ip+path`` key) loses the middle of its text to an ellipsis, keeping
 the address and the end of the path; ``--json`` keeps every key whole.
+
+Text from the logs (clients, paths, file names, malformed lines) is shown
+with its control characters escaped (``\\x1b``), so that a log cannot drive
+the terminal that reads the report; so are the characters that the stream's
+encoding lacks (``PYTHONIOENCODING=ascii``), and the tables are then drawn in
+ASCII. The JSON stays exact: it escapes what it must itself.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TextIO
 
@@ -23,11 +30,18 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.rate import format_duration_ms
+from .accesslog import escape_char
 from .replay import Instant, ReplayResult, StorageInfo
 
 PIPED_WIDTH = 100
 MAX_CLIENT_CHARS = 48
 """What fits next to the other columns of the throttled table in 100 columns."""
+ASCII_SIMPLE_HEAD = box.Box(
+    "    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True
+)
+"""``box.SIMPLE_HEAD`` (one rule under the header) in ASCII."""
+_DRAWING = "─…"
+"""The characters of the tables that ASCII lacks."""
 
 
 def iso_time(time_us: int, offset_s: int) -> str:
@@ -100,9 +114,13 @@ def _storage_json(info: StorageInfo) -> dict[str, str]:
 
 
 def write_json(result: ReplayResult, stream: TextIO) -> None:
-    """Write the report as one JSON object and a newline."""
-    json.dump(to_json(result), stream, indent=2, ensure_ascii=False)
-    stream.write("\n")
+    """Write the report as one JSON object and a newline (ASCII if need be)."""
+    report = to_json(result)
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    if not _encodes(text, _encoding(stream)):
+        text = json.dumps(report, indent=2)
+
+    stream.write(text + "\n")
 
 
 def write_text(result: ReplayResult, stream: TextIO) -> None:
@@ -111,36 +129,95 @@ def write_text(result: ReplayResult, stream: TextIO) -> None:
 
     On a terminal rich colours it and fits it to the window; otherwise it is
     laid out for 100 columns, without escape codes or trailing spaces.
+    Either way it holds only characters that ``stream`` can encode.
     """
+    charset = _Charset.of(_encoding(stream))
     console = Console(file=stream, highlight=False)
     if console.is_terminal:
-        _print_report(console, result)
+        with console.capture() as captured:
+            _print_report(console, result, charset)
+
+        stream.write(charset.encodable(captured.get()))
         return
 
     buffer = io.StringIO()
     plain = Console(file=buffer, width=PIPED_WIDTH, color_system=None, highlight=False)
-    _print_report(plain, result)
-    stream.writelines(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
+    _print_report(plain, result, charset)
+    text = charset.encodable(buffer.getvalue())
+    stream.writelines(line.rstrip() + "\n" for line in text.splitlines())
 
 
-def _print_report(console: Console, result: ReplayResult) -> None:
-    console.print(_summary(result))
+@dataclass(frozen=True, slots=True)
+class _Charset:
+    """What a stream can show: box drawing and ``…``, or ASCII stand-ins."""
+
+    encoding: str
+    box: box.Box
+    ellipsis: str
+
+    @classmethod
+    def of(cls, encoding: str) -> _Charset:
+        if _encodes(_DRAWING, encoding):
+            return cls(encoding, box.SIMPLE_HEAD, "…")
+
+        return cls(encoding, ASCII_SIMPLE_HEAD, "...")
+
+    def text(self, value: str) -> Text:
+        """A cell of text from a log: what a terminal would act on escaped."""
+        return Text(self.printable(value))
+
+    def printable(self, value: str) -> str:
+        """Escape control characters, and those the encoding lacks."""
+        if value.isascii() and value.isprintable():
+            return value
+
+        return "".join(self._shown(char) for char in value)
+
+    def encodable(self, text: str) -> str:
+        """The rendered report, whatever rich added, in characters the stream has."""
+        if self.ellipsis != "…":
+            text = text.replace("…", self.ellipsis)
+
+        return text.encode(self.encoding, "backslashreplace").decode(self.encoding)
+
+    def _shown(self, char: str) -> str:
+        if char.isprintable() and _encodes(char, self.encoding):
+            return char
+
+        return self.ellipsis if char == "…" else escape_char(char)
+
+
+def _encoding(stream: TextIO) -> str:
+    return getattr(stream, "encoding", None) or "utf-8"
+
+
+def _encodes(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+    return True
+
+
+def _print_report(console: Console, result: ReplayResult, charset: _Charset) -> None:
+    console.print(_summary(result, charset))
     tables = []
     if result.top_throttled:
-        tables.append(_throttled_table(result))
+        tables.append(_throttled_table(result, charset))
 
     if result.busiest_windows:
-        tables.append(_windows_table(result))
+        tables.append(_windows_table(result, charset))
 
     if result.malformed_examples:
-        tables.append(_malformed_table(result))
+        tables.append(_malformed_table(result, charset))
 
     for table in tables:
         console.print()
         console.print(table)
 
 
-def _summary(result: ReplayResult) -> Table:
+def _summary(result: ReplayResult, charset: _Charset) -> Table:
     table = Table(
         box=None,
         show_header=False,
@@ -151,7 +228,7 @@ def _summary(result: ReplayResult) -> Table:
     table.add_column(style="bold")
     table.add_column()
     for label, value in _summary_rows(result):
-        table.add_row(label, Text(value))
+        table.add_row(label, charset.text(value))
 
     return table
 
@@ -205,16 +282,16 @@ def _storage_text(info: StorageInfo) -> str:
     return f"{info.kind} {info.topology}, key prefix {info.prefix}"
 
 
-def _throttled_table(result: ReplayResult) -> Table:
+def _throttled_table(result: ReplayResult, charset: _Charset) -> Table:
     shown, throttled = len(result.top_throttled), result.clients_throttled
-    table = _table(f"top throttled clients ({shown} of {throttled:,})")
+    table = _table(f"top throttled clients ({shown} of {throttled:,})", charset)
     table.add_column(result.key if result.key != "ip" else "client", no_wrap=True)
     table.add_column("rejected", justify="right")
     table.add_column("requests", justify="right")
     table.add_column("first throttled")
     for c in result.top_throttled:
         table.add_row(
-            Text(_shorten(c.client)),
+            Text(_shorten(charset.printable(c.client), charset.ellipsis)),
             f"{c.rejected:,}",
             f"{c.requests:,}",
             iso_time(c.first_throttled_us, c.offset_s),
@@ -223,9 +300,9 @@ def _throttled_table(result: ReplayResult) -> Table:
     return table
 
 
-def _windows_table(result: ReplayResult) -> Table:
+def _windows_table(result: ReplayResult, charset: _Charset) -> Table:
     size = format_duration_ms(min(t.ttl_ms for t in result.throttles))
-    table = _table(f"busiest {size} windows (by requests)")
+    table = _table(f"busiest {size} windows (by requests)", charset)
     table.add_column("start")
     table.add_column("requests", justify="right")
     table.add_column("rejected", justify="right")
@@ -237,32 +314,37 @@ def _windows_table(result: ReplayResult) -> Table:
     return table
 
 
-def _malformed_table(result: ReplayResult) -> Table:
+def _malformed_table(result: ReplayResult, charset: _Charset) -> Table:
     shown = len(result.malformed_examples)
-    table = _table(f"malformed lines (first {shown} of {result.malformed:,})")
+    table = _table(f"malformed lines (first {shown} of {result.malformed:,})", charset)
     table.add_column("file:line", no_wrap=True)
     table.add_column("reason")
     table.add_column("text", overflow="fold")
     for m in result.malformed_examples:
-        table.add_row(Text(f"{m.file}:{m.line}"), Text(m.reason), Text(m.text))
+        table.add_row(
+            charset.text(f"{m.file}:{m.line}"),
+            charset.text(m.reason),
+            charset.text(m.text),
+        )
 
     return table
 
 
-def _table(title: str) -> Table:
+def _table(title: str, charset: _Charset) -> Table:
     return Table(
         title=title,
         title_justify="left",
-        box=box.SIMPLE_HEAD,
+        box=charset.box,
         show_edge=False,
         pad_edge=False,
     )
 
 
-def _shorten(text: str) -> str:
+def _shorten(text: str, ellipsis: str = "…") -> str:
     """Keep the start and the end of ``text``, at most ``MAX_CLIENT_CHARS``."""
     if len(text) <= MAX_CLIENT_CHARS:
         return text
 
-    tail = (MAX_CLIENT_CHARS - 1) // 2
-    return f"{text[: MAX_CLIENT_CHARS - 1 - tail]}…{text[-tail:]}"
+    kept = MAX_CLIENT_CHARS - len(ellipsis)
+    tail = kept // 2
+    return f"{text[: kept - tail]}{ellipsis}{text[-tail:]}"

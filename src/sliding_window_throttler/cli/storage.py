@@ -5,7 +5,8 @@ A Redis replay goes through one server, a Cluster, or the master that Sentinel
 names, under a key prefix of its own (``swt-replay:<random hex>``), so it never
 reads or changes live keys, nor those of an earlier run. The storage makes
 every key expire a minute after its window (or block) ends in logged time;
-once the replay is done, the keys of the clients it saw are deleted as well.
+once the replay is done, or has failed, the keys of the clients it saw are
+deleted as well, for at most ``--redis-timeout``.
 
 Only this module imports the Redis storage, and only when asked to: a memory
 replay needs no redis-py.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -187,23 +189,29 @@ class ReplayStorage:
         info: What the report says.
         redis: The Redis storage, under a prefix of this run alone; None for
             memory, where ``Replay`` makes a fresh storage itself.
+        timeout_s: ``--redis-timeout``: how long ``forget`` may take.
     """
 
     info: StorageInfo = IN_MEMORY
     redis: RedisStorage | None = None
+    timeout_s: float = 0.0
 
     def forget(self, identifiers: Iterable[str], throttles: Sequence[Throttle]) -> None:
         """
         Delete the Redis keys of these identifiers, a batch per round trip.
 
-        Best effort: the keys expire on their own a minute after their
-        windows, so a failure here is not worth failing a finished replay.
+        Best effort, and it never raises: the keys expire on their own a
+        minute after their windows, so a failure here is not worth failing a
+        finished replay, nor hiding why a replay failed. It stops at the
+        first error, and sends no batch once ``timeout_s`` has passed (a
+        stalled Redis costs one reply's timeout).
         """
         if self.redis is None:
             return
 
         from redis.exceptions import RedisClusterException, RedisError
 
+        deadline = time.monotonic() + self.timeout_s
         batch = self.redis.client.pipeline(transaction=False)
         try:
             for number, identifier in enumerate(identifiers, 1):
@@ -212,11 +220,39 @@ class ReplayStorage:
                 keys = self.redis.keys(identifier, throttles)
                 batch.execute_command("UNLINK", *keys)
                 if not number % FORGET_BATCH:
-                    batch.execute()
+                    _send(batch, deadline)
 
-            batch.execute()
-        except (RedisError, RedisClusterException):
+            _send(batch, deadline)
+        except (RedisError, RedisClusterException, TimeoutError):
             logger.debug("could not delete the replay's keys", exc_info=True)
+
+
+def _send(batch: Any, deadline: float) -> None:
+    if time.monotonic() > deadline:
+        raise TimeoutError("out of time to delete the replay's keys")
+
+    batch.execute()
+
+
+def cluster_redirect(exc: BaseException) -> str | None:
+    """
+    ``MOVED`` or ``ASK`` when a Redis error comes from a Cluster node's
+    redirect (a node taken for a server), else None.
+    """
+    cause = exc.__cause__
+    while cause is not None and not type(cause).__module__.startswith("redis."):
+        cause = cause.__cause__
+
+    if cause is None:
+        return None
+
+    # Imported only now: the error came from redis-py, so it is installed.
+    from redis.exceptions import AskError, MovedError
+
+    if isinstance(cause, MovedError):
+        return "MOVED"
+
+    return "ASK" if isinstance(cause, AskError) else None
 
 
 @contextmanager
@@ -240,8 +276,9 @@ def open_storage(target: RedisTarget | None) -> Iterator[ReplayStorage]:
     # clients that come back late in the window gone, and admits too much.
     prefix = f"{REPLAY_PREFIX}:{secrets.token_hex(8)}"
     storage = _connect(target, prefix)
+    info = StorageInfo("redis", target.topology, prefix)
     try:
-        yield ReplayStorage(StorageInfo("redis", target.topology, prefix), storage)
+        yield ReplayStorage(info, storage, target.timeout_s)
     finally:
         storage.close()
 

@@ -1,0 +1,76 @@
+"""
+Writing the report to standard output, whatever standard output turns out to be.
+
+- Closed (``>&-``): Python has no ``sys.stdout``; the command says so before
+  it replays anything.
+- Failing (a full disk, ``> /dev/full``): one line naming the error.
+- A pipe whose reader has gone (``| head -1``): the command ends quietly with
+  exit code 141, the code a shell reports for a tool that SIGPIPE ends
+  (``yes | head -1``), so that ``set -o pipefail`` still sees the cut.
+
+The report is flushed here, not at exit, so that these errors surface here;
+after one, standard output is pointed at ``/dev/null``, so that Python's own
+flush at exit has nothing left to fail on (it would print a second error).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+import click
+
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE (13), as a shell reports a process that SIGPIPE ended."""
+
+
+class OutputError(Exception):
+    """Standard output cannot take the report: closed, or failing."""
+
+
+def standard_output() -> TextIO:
+    """
+    Return ``sys.stdout``.
+
+    Raises:
+        OutputError: when the process was started with it closed.
+    """
+    if sys.stdout is None:
+        raise OutputError("cannot write the report: standard output is closed")
+
+    return sys.stdout
+
+
+def write_report(write: Callable[[TextIO], None], stream: TextIO) -> None:
+    """
+    Call ``write(stream)``, then flush the stream.
+
+    Raises:
+        OutputError: when the stream fails (the message says why).
+        click.exceptions.Exit: with ``EXIT_BROKEN_PIPE`` when the reader of
+            a pipe has gone.
+    """
+    try:
+        write(stream)
+        stream.flush()
+    except BrokenPipeError:
+        _discard(stream)
+        raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from None
+    except OSError as exc:
+        _discard(stream)
+        reason = exc.strerror or exc
+        raise OutputError(f"cannot write the report: {reason}") from None
+
+
+def _discard(stream: TextIO) -> None:
+    """Point the stream's descriptor at /dev/null: what it still buffers goes there."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError):  # a stream without a descriptor (in tests)
+        pass
