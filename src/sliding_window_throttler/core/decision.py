@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import suppress
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -234,8 +233,7 @@ class Decision:
         copy.degraded = True
         copy.strategy = strategy
         copy._raw = self._raw
-        # Records not built yet are built by the copy, from the raw numbers.
-        with suppress(AttributeError):
+        if not self._raw:  # made from records, not from raw numbers
             copy._records = self._records
 
         return copy
