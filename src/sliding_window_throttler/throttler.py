@@ -70,6 +70,25 @@ class _ThrottlerCore:
         return identifier, checked, cost, None if now_ms is None else _ms_to_us(now_ms)
 
 
+def is_plain_hit(
+    identifier: object, throttles: Sequence[object], cost: object, now_ms: object
+) -> bool:
+    """
+    True for the common, valid call: a string identifier, one ``Throttle``, a
+    cost of zero or more, the storage's clock. Anything else gets the checks
+    of ``_ThrottlerCore.prepare``, which say what is wrong.
+    """
+    return (
+        type(identifier) is str
+        and type(cost) is int
+        and now_ms is None
+        and len(throttles) == 1
+        and type(throttles[0]) is Throttle
+        and cost >= 0
+        and 0 < len(identifier) <= MAX_IDENTIFIER_LENGTH
+    )
+
+
 def check_identifier(identifier: object) -> None:
     """Raise ``KeyGenerationError`` unless ``identifier`` can key a client."""
     if not isinstance(identifier, str):
@@ -329,8 +348,9 @@ class Throttler:
             and cost >= 0
             and 0 < len(identifier) <= MAX_IDENTIFIER_LENGTH
         ):
-            # The common case, checked inline on the hot path; anything else
-            # gets the full checks, which say what is wrong.
+            # The common case (``is_plain_hit``, inline: a call costs a tenth
+            # of a memory decision); anything else gets the full checks,
+            # which say what is wrong.
             if self._hit_one is not None:
                 return self._hit_one(identifier, throttles[0], cost)
 
@@ -441,6 +461,9 @@ class AsyncThrottler:
         now_ms: float | None = None,
     ) -> Decision:
         """Decide one hit; see ``Throttler.hit``."""
+        if is_plain_hit(identifier, throttles, cost, now_ms):
+            return await self.storage.hit(identifier, throttles, cost, None)
+
         return await self.storage.hit(
             *self._core.prepare(identifier, throttles, cost, now_ms)
         )

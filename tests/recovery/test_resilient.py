@@ -1119,3 +1119,25 @@ def test_a_sync_face_does_not_await_an_async_check() -> None:
         "AsyncCheckedStorage",
         "AsyncCheckedStorage was not checked: its health() must be awaited",
     )
+
+
+def test_async_face_lets_a_callers_own_cancellation_through() -> None:
+    # A cancellation that is not the deadline's (the caller gave up) is the
+    # caller's: it must stay a CancelledError, not become a storage timeout.
+    storage = HangingStorage()
+    resilient = AsyncResilientStorage(storage, failure_strategy="fail-open", deadline=5)
+
+    async def scenario() -> str:
+        task = asyncio.create_task(resilient.hit("c", THROTTLES, 1))
+        await asyncio.sleep(0.02)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return "cancelled"
+
+        return "finished"
+
+    assert asyncio.run(scenario()) == "cancelled"
+    assert resilient.stats().errors_by_code == {}
+    assert resilient.stats().degraded_total == 0

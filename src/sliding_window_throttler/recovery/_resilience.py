@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.clock import Clock, MonotonicClock
-from ..core.decision import Decision
+from ..core.decision import US_PER_S, Decision
 from ..core.rate import Duration, Throttle, parse_duration_ms
 from ..errors import (
     ConfigurationError,
@@ -225,11 +225,16 @@ class Resilience:
         throttles: Sequence[Throttle],
         cost: int,
         now_us: int | None,
+        started_us: int | None = None,
     ) -> RecoveryContext:
-        """The context of a call to the storage, with its deadline."""
+        """
+        The context of a call to the storage, with its deadline: from
+        ``started_us`` (the clock's microseconds) when given, else from now.
+        """
         deadline = None
         if self.deadline_s is not None:
-            deadline = Deadline.after(self.deadline_s, self.clock)
+            start = self.clock.now_us() if started_us is None else started_us
+            deadline = Deadline(start + round(self.deadline_s * US_PER_S), self.clock)
 
         if not isinstance(throttles, tuple):
             throttles = tuple(throttles)

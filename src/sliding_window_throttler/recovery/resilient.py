@@ -38,6 +38,7 @@ from ..core.clock import Clock
 from ..core.decision import Decision
 from ..core.rate import Duration, Throttle
 from ..errors import StorageError, StorageTimeoutError
+from ..storage._watchdog import Watchdog
 from ..storage.base import AsyncStorage, Storage, StorageHealth
 from ._resilience import (
     DEFAULT_DEADLINE,
@@ -232,11 +233,25 @@ class ResilientStorage:
         if ticket == REFUSED:
             return core.short_circuit(operation, identifier, throttles, cost, now_us)
 
-        context = core.context(operation, identifier, throttles, cost, now_us)
+        # The deadline counts from here; its context is built only on failure.
+        started_us = core.clock.now_us()
+        method = self.primary.hit if operation == "hit" else self.primary.peek
         try:
-            return self._call(context, ticket)
+            decision = method(identifier, throttles, cost, now_us)
         except StorageError as exc:
+            core.failed(exc, ticket)
+            context = core.context(
+                operation, identifier, throttles, cost, now_us, started_us
+            )
             return self._recover(exc, context)
+        except BaseException:
+            # Neither an answer nor a storage failure (a ConfigurationError,
+            # an interrupt): a probe must not hold the breaker half-open.
+            core.released(ticket)
+            raise
+
+        core.succeeded(ticket)
+        return decision
 
     def _call(self, context: RecoveryContext, ticket: int) -> Decision:
         """One call to the primary storage, reported to the breaker."""
@@ -299,6 +314,8 @@ class AsyncResilientStorage:
         clock: Clock | None = None,
     ) -> None:
         self.primary = primary
+        self._watchdog: Watchdog | None = None  # the deadline cut, per event loop
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._core = Resilience(
             failure_strategy=failure_strategy,
             breaker=breaker,
@@ -405,11 +422,30 @@ class AsyncResilientStorage:
         if ticket == REFUSED:
             return core.short_circuit(operation, identifier, throttles, cost, now_us)
 
-        context = core.context(operation, identifier, throttles, cost, now_us)
+        # The deadline counts from here; its context is built only on failure.
+        started_us = core.clock.now_us()
+        method = self.primary.hit if operation == "hit" else self.primary.peek
+        call = method(identifier, throttles, cost, now_us)
         try:
-            return await self._call(context, ticket)
+            if core.deadline_s is None:
+                decision = await call
+            else:
+                counts = operation == "hit" and cost > 0
+                decision = await self._within(call, core.deadline_s, counts)
         except StorageError as exc:
+            core.failed(exc, ticket)
+            context = core.context(
+                operation, identifier, throttles, cost, now_us, started_us
+            )
             return await self._recover(exc, context)
+        except BaseException:
+            # Neither an answer nor a storage failure (a ConfigurationError, a
+            # cancelled task): a probe must not hold the breaker half-open.
+            core.released(ticket)
+            raise
+
+        core.succeeded(ticket)
+        return decision
 
     async def _call(self, context: RecoveryContext, ticket: int) -> Decision:
         """One call to the primary storage, cut at the deadline."""
@@ -419,7 +455,8 @@ class AsyncResilientStorage:
             if context.deadline is None:
                 decision = await method(*args)
             else:
-                decision = await _within(context, method(*args))
+                remaining = context.deadline.remaining()
+                decision = await self._within(method(*args), remaining, context.counts)
         except StorageError as exc:
             self._core.failed(exc, ticket)
             raise
@@ -430,6 +467,31 @@ class AsyncResilientStorage:
             raise
 
         self._core.succeeded(ticket)
+        return decision
+
+    async def _within(self, call: Any, seconds: float, counts: bool) -> Decision:
+        """Await ``call`` for at most ``seconds``, then give up on it."""
+        loop = asyncio.get_running_loop()
+        watchdog = self._watchdog
+        if watchdog is None or self._loop is not loop:
+            watchdog = self._watchdog = Watchdog(seconds)
+            self._loop = loop
+
+        task = watchdog.watch(loop, seconds)
+        try:
+            decision: Decision = await call
+        except asyncio.CancelledError:
+            if not watchdog.release(task):
+                raise
+
+            raise StorageTimeoutError(
+                f"no decision within the deadline ({seconds * 1000:.0f} ms)",
+                outcome_unknown=counts,
+                context={"deadline_ms": round(seconds * 1000)},
+            ) from None
+        finally:
+            watchdog.release(task)
+
         return decision
 
     async def _call_again(self, context: RecoveryContext) -> Decision:
@@ -449,24 +511,3 @@ class AsyncResilientStorage:
             raise
 
         return core.recovered(result, error)
-
-
-async def _within(context: RecoveryContext, call: Any) -> Decision:
-    """Await ``call`` until the context's deadline, then give up on it."""
-    assert context.deadline is not None
-    remaining = context.deadline.remaining()
-    timeout = asyncio.timeout(remaining)
-    try:
-        async with timeout:
-            decision: Decision = await call
-    except TimeoutError:
-        if not timeout.expired():
-            raise
-
-        raise StorageTimeoutError(
-            f"no decision within the deadline ({remaining * 1000:.0f} ms left)",
-            outcome_unknown=context.counts,
-            context={"deadline_ms": round(remaining * 1000)},
-        ) from None
-
-    return decision

@@ -38,6 +38,7 @@ from ._redis_common import (
     parse_decision,
     pool_limits,
 )
+from ._watchdog import Watchdog
 from .base import StorageHealth
 
 # isort: split
@@ -138,7 +139,7 @@ class AsyncRedisStorage:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
         self._flights: dict[str | None, asyncio.Future[Any]] = {}
-        self._watchdog = _Watchdog(self._connect_timeout, self._command_timeout)
+        self._watchdog = Watchdog(self._connect_timeout, self._command_timeout)
 
     @classmethod
     def from_url(
@@ -585,74 +586,9 @@ class AsyncRedisStorage:
 
         self._loop = loop
         self._flights = {}
-        self._watchdog = _Watchdog(self._connect_timeout, self._command_timeout)
+        self._watchdog = Watchdog(self._connect_timeout, self._command_timeout)
         if self._core.limits is not None:
             self._slots = asyncio.Semaphore(self._core.limits.max_connections)
-
-
-class _Watchdog:
-    """
-    Deadlines for the commands in flight on one event loop, all checked by
-    one timer every ``tick`` seconds: ``asyncio.timeout`` schedules a timer
-    per command, which with 50 tasks costs more than the command's own
-    Python. A deadline fires up to one tick late.
-    """
-
-    __slots__ = ("_deadlines", "_expired", "_loop", "_tick", "_timer")
-
-    def __init__(self, *timeouts: float | None) -> None:
-        shortest = min((t for t in timeouts if t is not None), default=1.0)
-        self._tick = min(0.01, shortest / 5)
-        self._deadlines: dict[asyncio.Task[Any], tuple[float, int]] = {}
-        self._expired: set[asyncio.Task[Any]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    def watch(
-        self, loop: asyncio.AbstractEventLoop, seconds: float | None
-    ) -> asyncio.Task[Any]:
-        """
-        Cancel the current task ``seconds`` from now (None: never). ``loop``
-        is the running loop, always the same one (the storage makes a new
-        watchdog for a new loop).
-        """
-        task = asyncio.current_task(loop)
-        assert task is not None  # an async function always runs in a task
-        self._loop = loop
-        if seconds is None:
-            self._deadlines.pop(task, None)
-            return task
-
-        self._deadlines[task] = (loop.time() + seconds, task.cancelling())
-        if self._timer is None:
-            self._timer = loop.call_later(self._tick, self._sweep)
-
-        return task
-
-    def release(self, task: asyncio.Task[Any]) -> bool:
-        """
-        Stop watching ``task``. True when its deadline passed: the
-        cancellation this caused is then taken back, and the caller raises a
-        timeout instead. False when it did not, or others cancelled it too.
-        """
-        watched = self._deadlines.pop(task, None)
-        if watched is None or task not in self._expired:
-            return False
-
-        self._expired.discard(task)
-        return task.uncancel() <= watched[1]
-
-    def _sweep(self) -> None:
-        assert self._loop is not None
-        now = self._loop.time()
-        for task, (deadline, _) in self._deadlines.items():
-            if deadline <= now and task not in self._expired:
-                self._expired.add(task)
-                task.cancel()  # lands at the await the task waits in
-
-        self._timer = None
-        if self._deadlines:
-            self._timer = self._loop.call_later(self._tick, self._sweep)
 
 
 def _interrupted() -> Exception:
