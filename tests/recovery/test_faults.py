@@ -24,6 +24,7 @@ from sliding_window_throttler.errors import (
     RedisConnectionError,
     StorageError,
     StorageOperationError,
+    StorageTimeoutError,
     StorageUnavailableError,
 )
 from sliding_window_throttler.recovery import (
@@ -429,3 +430,66 @@ def test_async_kill_and_sigstop_follow_the_strategy_within_the_deadline(
         await storage.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.redis
+def test_async_storage_cuts_its_own_calls_at_the_deadline_it_is_given(
+    server: RedisServer,
+) -> None:
+    # Timeouts far longer than the deadline: only the deadline handed to the
+    # storage (bound_calls, as a resilient storage does) ends the wait in time.
+    async def scenario() -> tuple[bool, float, StorageTimeoutError]:
+        storage = AsyncRedisStorage.from_url(
+            server.url, socket_timeout=5, socket_connect_timeout=5
+        )
+        bound = storage.bound_calls(DEADLINE)
+        try:
+            await storage.hit("c", (FEW,), 1)
+            server.pause()
+            start = time.monotonic()
+            with pytest.raises(StorageTimeoutError) as caught:
+                await storage.hit("c", (FEW,), 1)
+
+            return bound, time.monotonic() - start, caught.value
+        finally:
+            server.resume()
+            await storage.close()
+
+    bound, elapsed, error = asyncio.run(scenario())
+
+    assert bound is True
+    assert elapsed <= DEADLINE + MARGIN
+    assert error.outcome_unknown  # the hit was sent: it may have counted
+
+
+@pytest.mark.redis
+def test_a_resilient_async_storage_keeps_its_deadline_over_long_timeouts(
+    server: RedisServer,
+) -> None:
+    async def scenario() -> tuple[list[float], dict[str, int]]:
+        storage = AsyncResilientStorage(
+            AsyncRedisStorage.from_url(
+                server.url, socket_timeout=5, socket_connect_timeout=5
+            ),
+            failure_strategy="fail-open",
+            retry=ExponentialBackoff(max_attempts=1),
+            deadline=DEADLINE,
+        )
+        elapsed = []
+        try:
+            assert not (await storage.hit("c", (FEW,), 1)).degraded
+            server.pause()
+            for _ in range(3):
+                start = time.monotonic()
+                assert (await storage.hit("c", (FEW,), 1)).degraded
+                elapsed.append(time.monotonic() - start)
+        finally:
+            server.resume()
+            await storage.close()
+
+        return elapsed, storage.stats().errors_by_code
+
+    elapsed, errors = asyncio.run(scenario())
+
+    assert max(elapsed) <= DEADLINE + MARGIN
+    assert errors == {"REDIS_TIMEOUT": 3}

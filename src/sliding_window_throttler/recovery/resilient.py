@@ -297,7 +297,9 @@ class AsyncResilientStorage:
 
     It also cuts each storage call at the deadline: a call still running then
     is cancelled and raises ``StorageTimeoutError`` (outcome unknown for a
-    counting hit, so it is not retried).
+    counting hit, so it is not retried). A storage that can cut its own calls
+    (``bound_calls``, as ``AsyncRedisStorage.from_url`` does) is handed the
+    deadline instead, and says better whether the hit was sent.
     """
 
     def __init__(
@@ -325,6 +327,13 @@ class AsyncResilientStorage:
             strategies=strategies,
             app_servers=app_servers,
             clock=clock,
+        )
+        # A storage that cuts its own calls at the deadline (AsyncRedisStorage
+        # on a pool of its own) spares each decision this wrapper's cut.
+        bound_calls = getattr(primary, "bound_calls", None)
+        deadline_s = self._core.deadline_s
+        self._cut_by_primary = bool(
+            deadline_s is not None and callable(bound_calls) and bound_calls(deadline_s)
         )
 
     @classmethod
@@ -427,7 +436,7 @@ class AsyncResilientStorage:
         method = self.primary.hit if operation == "hit" else self.primary.peek
         call = method(identifier, throttles, cost, now_us)
         try:
-            if core.deadline_s is None:
+            if core.deadline_s is None or self._cut_by_primary:
                 decision = await call
             else:
                 counts = operation == "hit" and cost > 0

@@ -35,15 +35,21 @@ class Watchdog:
         self._timer: asyncio.TimerHandle | None = None
 
     def watch(
-        self, loop: asyncio.AbstractEventLoop, seconds: float | None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        seconds: float | None,
+        task: asyncio.Task[Any] | None = None,
     ) -> asyncio.Task[Any]:
         """
         Cancel the current task ``seconds`` from now (None: never). ``loop``
         is the running loop, always the same one (the storage makes a new
-        watchdog for a new loop).
+        watchdog for a new loop); ``task``, the current task when the caller
+        has it already (from an earlier ``watch``), spares looking it up.
         """
-        task = asyncio.current_task(loop)
-        assert task is not None  # an async function always runs in a task
+        if task is None:
+            task = asyncio.current_task(loop)
+            assert task is not None  # an async function always runs in a task
+
         self._loop = loop
         if seconds is None:
             self._deadlines.pop(task, None)

@@ -140,6 +140,7 @@ class AsyncRedisStorage:
         self._slots: asyncio.Semaphore | None = None
         self._flights: dict[str | None, asyncio.Future[Any]] = {}
         self._watchdog = Watchdog(self._connect_timeout, self._command_timeout)
+        self._bound: float | None = None  # every decision's deadline (bound_calls)
 
     @classmethod
     def from_url(
@@ -411,14 +412,40 @@ class AsyncRedisStorage:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    def bound_calls(self, seconds: float) -> bool:
+        """
+        Cut every decision at ``seconds`` (the shortest asked), connecting and
+        commands together, library reloads included. For a resilient storage
+        around this one, which then need not cut the calls itself.
+
+        Returns:
+            True when this storage does it (one it built from a URL or
+            Sentinel settings); False for a Cluster or a client passed in,
+            whose calls the caller must cut.
+        """
+        if self._pool is None:
+            return False
+
+        if self._bound is None or seconds < self._bound:
+            self._bound = seconds
+
+        return True
+
     async def _send(self, command: tuple[Any, ...], record: bool) -> Any:
         """Send a decision's command; a plan takes over if that fails."""
-        try:
-            return await self._execute(command, command[3])
-        except Exception as exc:  # the plan reloads the library, or maps it
-            return await self._run(self._core.resume(command, exc, record=record))
+        until = None
+        if self._bound is not None:
+            until = asyncio.get_running_loop().time() + self._bound
 
-    async def _run(self, plan: Plan[T], timeout: float | None = None) -> T:
+        try:
+            return await self._execute(command, command[3], until)
+        except Exception as exc:  # the plan reloads the library, or maps it
+            plan = self._core.resume(command, exc, record=record)
+            return await self._run(plan, until=until)
+
+    async def _run(
+        self, plan: Plan[T], timeout: float | None = None, until: float | None = None
+    ) -> T:
         reply: Any = None
         error: Exception | None = None
         while True:
@@ -430,14 +457,14 @@ class AsyncRedisStorage:
             try:
                 async with asyncio.timeout(timeout):
                     if command.once:
-                        reply = await self._send_once(command)
+                        reply = await self._send_once(command, until)
                     else:
-                        reply = await self._execute(command.args, command.key)
+                        reply = await self._execute(command.args, command.key, until)
                 error = None
             except Exception as exc:  # the plan decides, and maps it
                 reply, error = None, exc
 
-    async def _send_once(self, command: Command) -> Any:
+    async def _send_once(self, command: Command, until: float | None) -> Any:
         """
         Send ``command`` for every task that needs it now: a task that finds
         it in flight to the same node waits for that one and shares its reply
@@ -455,7 +482,7 @@ class AsyncRedisStorage:
 
         flight = self._flights[node] = asyncio.get_running_loop().create_future()
         try:
-            reply = await self._execute(command.args, command.key)
+            reply = await self._execute(command.args, command.key, until)
         except BaseException as exc:
             flight.set_exception(exc if isinstance(exc, Exception) else _interrupted())
             flight.exception()  # retrieved, even if no task waits for it
@@ -466,13 +493,15 @@ class AsyncRedisStorage:
         finally:
             del self._flights[node]
 
-    async def _execute(self, args: tuple[Any, ...], key: str) -> Any:
+    async def _execute(
+        self, args: tuple[Any, ...], key: str, until: float | None = None
+    ) -> Any:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._enter_loop(loop)  # before anything is sent
 
         if self._pool is not None:
-            return await self._execute_pooled(args, loop)
+            return await self._execute_pooled(args, loop, until)
 
         if self._cluster is None:
             return await self.client.execute_command(*args)
@@ -492,18 +521,24 @@ class AsyncRedisStorage:
             slots.release()
 
     async def _execute_pooled(
-        self, args: tuple[Any, ...], loop: asyncio.AbstractEventLoop
+        self,
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        until: float | None,
     ) -> Any:
         """
         One command on a connection of our pool, as ``execute_command`` runs
         it without retries, under two deadlines: one to get the connection
-        ready, one for the command. redis-py drops a connection whose connect,
-        send or read is cancelled, so none is reused out of step.
+        ready, one for the command; each cut shorter to end by ``until`` (loop
+        time), the decision's own deadline (``bound_calls``). redis-py drops a
+        connection whose connect, send or read is cancelled, so none is
+        reused out of step.
         """
         pool, watchdog, slots = self._pool, self._watchdog, self._slots
         assert slots is not None  # set with the loop
-        await self._take(slots)
-        task = watchdog.watch(loop, self._connect_timeout)
+        await self._take(slots, until, loop)
+        connect_for = _within(self._connect_timeout, until, loop)
+        task = watchdog.watch(loop, connect_for)
         try:
             connection = await pool.get_connection(*self._pool_args)
         except asyncio.CancelledError:
@@ -511,7 +546,7 @@ class AsyncRedisStorage:
             if watchdog.release(task):
                 # Nothing was sent: the words tell map_redis_errors so.
                 raise redis_errors.TimeoutError(
-                    f"Timeout connecting to server within {self._connect_timeout} s"
+                    f"Timeout connecting to server within {connect_for:.3g} s"
                 ) from None
 
             raise
@@ -520,7 +555,8 @@ class AsyncRedisStorage:
             watchdog.release(task)
             raise
 
-        watchdog.watch(loop, self._command_timeout)
+        command_for = _within(self._command_timeout, until, loop)
+        watchdog.watch(loop, command_for, task)
         try:
             if _pack is None:
                 await connection.send_command(*args)
@@ -531,7 +567,7 @@ class AsyncRedisStorage:
         except asyncio.CancelledError:
             if watchdog.release(task):
                 raise redis_errors.TimeoutError(
-                    f"no reply within {self._command_timeout} s"
+                    f"no reply within {command_for:.3g} s"
                 ) from None
 
             raise
@@ -542,16 +578,28 @@ class AsyncRedisStorage:
             finally:
                 slots.release()
 
-    async def _take(self, slots: asyncio.Semaphore) -> None:
-        """Take a slot for one command, waiting up to the pool timeout."""
+    async def _take(
+        self,
+        slots: asyncio.Semaphore,
+        until: float | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        """
+        Take a slot for one command, waiting up to the pool timeout (cut
+        shorter to end by ``until``, loop time, when given).
+        """
         if not slots.locked():
             await slots.acquire()  # returns at once
             return
 
         limits = self._core.limits
         assert limits is not None  # the slots come from them
+        wait = limits.timeout
+        if until is not None and loop is not None:
+            wait = _within(wait, until, loop)
+
         try:
-            async with asyncio.timeout(limits.timeout):
+            async with asyncio.timeout(wait):
                 await slots.acquire()
         except TimeoutError:
             # Mapped as redis-py's own: no free connection, nothing sent.
@@ -589,6 +637,17 @@ class AsyncRedisStorage:
         self._watchdog = Watchdog(self._connect_timeout, self._command_timeout)
         if self._core.limits is not None:
             self._slots = asyncio.Semaphore(self._core.limits.max_connections)
+
+
+def _within(
+    seconds: float | None, until: float | None, loop: asyncio.AbstractEventLoop
+) -> float | None:
+    """``seconds``, cut shorter to end by ``until`` (loop time) when given."""
+    if until is None:
+        return seconds
+
+    left = max(until - loop.time(), 0.0)
+    return left if seconds is None else min(seconds, left)
 
 
 def _interrupted() -> Exception:
