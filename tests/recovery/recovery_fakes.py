@@ -24,20 +24,23 @@ ErrorFactory = Callable[[], Exception]
 
 def refused() -> StorageError:
     """A connection refused before anything was sent."""
-    error = RedisConnectionError("Redis is unreachable for hit: Connection refused")
+    error = RedisConnectionError(
+        "Redis is unreachable (deciding a hit): Connection refused"
+    )
     error.__cause__ = ConnectionRefusedError(111, "Connection refused")
     return error
 
 
 def timed_out() -> StorageError:
     """A command that was sent and never answered."""
-    return StorageTimeoutError("Redis did not answer hit in time")
+    return StorageTimeoutError("Redis did not answer in time (deciding a hit)")
 
 
 def out_of_memory() -> StorageError:
     """Redis answered with OOM."""
     return StorageOperationError(
-        "Redis refused hit: OOM command not allowed when used memory > 'maxmemory'"
+        "Redis refused (deciding a hit, OOM): OOM command not allowed when used "
+        "memory > 'maxmemory'"
     )
 
 

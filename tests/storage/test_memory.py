@@ -830,3 +830,18 @@ def test_health_of_an_evicting_storage_stays_healthy() -> None:
         "in memory, 1 of 1 pairs tracked; full: the least recently used clients "
         "are evicted"
     )
+
+
+def test_a_capacity_refusal_still_reports_the_hits_a_known_pair_counts() -> None:
+    # reject-new refuses what needs a new pair: here a known client's new
+    # throttle. The throttle it has keeps its own numbers in the record.
+    storage = MemoryStorage(clock=ManualClock(), max_pairs=1)
+    throttler = Throttler(storage)
+    known, new = Throttle("known", 5, 10), Throttle("new", 5, 10)
+    throttler.hit("a", known, now_ms=0)
+
+    refused = throttler.hit("a", known, new, now_ms=2500)
+
+    first = refused.records[0]
+    assert [r.outcome for r in refused.records] == [Outcome.CAPACITY] * 2
+    assert (first.total_hits, first.remaining, first.time_to_expire) == (2, 4, 8)

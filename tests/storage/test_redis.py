@@ -596,8 +596,8 @@ def test_a_pool_still_full_after_pool_timeout_is_an_operation_error(
     busy.join()
     error = caught.value
     assert str(error) == (
-        "no free Redis connection for hit: all max_connections=1 stayed in use "
-        "for pool_timeout=0.05 s (nothing was sent)"
+        "no free Redis connection (deciding a hit): all max_connections=1 stayed "
+        "in use for pool_timeout=0.05 s (nothing was sent)"
     )
     assert error.outcome_unknown is False
     assert error.context["redis_error"] == "max_connections"

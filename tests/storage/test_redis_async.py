@@ -549,8 +549,8 @@ def test_a_task_finding_no_free_connection_in_time_gets_an_operation_error(
     error, total, waited = asyncio.run(run())
 
     assert str(error) == (
-        "no free Redis connection for hit: all max_connections=1 stayed in use "
-        "for pool_timeout=0.05 s (nothing was sent)"
+        "no free Redis connection (deciding a hit): all max_connections=1 stayed "
+        "in use for pool_timeout=0.05 s (nothing was sent)"
     )
     assert error.outcome_unknown is False
     assert error.context["redis_error"] == "max_connections"

@@ -779,7 +779,7 @@ def test_refused_credentials_say_so() -> None:
         raise redis_errors.AuthenticationError("invalid username-password pair")
 
     assert caught.value.message == (
-        "Redis refused the credentials for hit: invalid username-password pair"
+        "Redis refused the credentials (deciding a hit): invalid username-password pair"
     )
 
 
@@ -788,8 +788,8 @@ def test_a_migrating_slot_is_a_connection_error_safe_to_retry() -> None:
         raise redis_errors.ClusterError("TTL exhausted.")
 
     assert caught.value.message == (
-        "the Redis Cluster redirected hit until redis-py gave up (a slot is "
-        "migrating; the command never ran): TTL exhausted."
+        "the Redis Cluster kept redirecting (deciding a hit) until redis-py gave "
+        "up (a slot is migrating; the command never ran): TTL exhausted."
     )
     assert is_retry_safe(caught.value, counts=True)
 
@@ -799,8 +799,8 @@ def test_an_exhausted_pool_names_max_connections() -> None:
         raise redis_errors.MaxConnectionsError("Too many connections")
 
     assert caught.value.message == (
-        "no free Redis connection for hit: all max_connections of the pool are in "
-        "use (nothing was sent)"
+        "no free Redis connection (deciding a hit): all max_connections of the "
+        "pool are in use (nothing was sent)"
     )
 
 
@@ -907,7 +907,8 @@ def test_a_health_check_reports_a_refused_write_and_never_raises() -> None:
     assert health.detail == (
         "Redis answered PING but did not acknowledge a write (as under CLIENT "
         "PAUSE WRITE, on a read-only replica or with memory full): Redis refused "
-        "health (ReadOnlyError): You can't write against a read only replica."
+        "(a health check, ReadOnlyError): You can't write against a read only "
+        "replica."
     )
 
 
@@ -924,6 +925,6 @@ def test_a_health_check_without_ping_tries_no_write() -> None:
         False,
     )
     assert health.detail == (
-        "Redis did not answer PING: Redis is unreachable for health: Error 111 "
+        "Redis did not answer PING: Redis is unreachable (a health check): Error 111 "
         "connecting to h:1. Refused."
     )

@@ -160,7 +160,11 @@ def _assert_never_retried(error: Exception) -> None:
     ("password", "reason"),
     [
         ("wrong", "invalid username-password pair or user is disabled."),
-        (None, "HELLO must be called with the client already authenticated"),
+        (
+            None,
+            "the server needs a password (redis://:password@host:port): HELLO must "
+            "be called with the client already authenticated",
+        ),
     ],
 )
 def test_refused_credentials_are_an_operation_error_with_their_own_advice(
@@ -175,7 +179,9 @@ def test_refused_credentials_are_an_operation_error_with_their_own_advice(
     error = _hit_error(f"redis://{auth}127.0.0.1:{server.port}/0", face=face)
 
     _assert_never_retried(error)
-    assert str(error).startswith(f"Redis refused the credentials for hit: {reason}")
+    assert str(error).startswith(
+        f"Redis refused the credentials (deciding a hit): {reason}"
+    )
     assert error.get_recovery_suggestion() == CREDENTIALS_SUGGESTION  # type: ignore[attr-defined]
     assert error.context["redis_error"] == "AUTH"  # type: ignore[attr-defined]
 
@@ -196,8 +202,8 @@ def test_an_acl_denying_a_command_of_the_lua_code_is_a_permissions_error(
 
     _assert_never_retried(error)
     assert str(error).startswith(
-        "the Redis ACL forbids hit (NOPERM): The user executing the script can't "
-        "run this command or subcommand script: "
+        "the Redis ACL forbids it (NOPERM, deciding a hit): The user executing "
+        "the script can't run this command or subcommand script: "
     )
     assert error.get_recovery_suggestion() == PERMISSIONS_SUGGESTION  # type: ignore[attr-defined]
     assert error.context["redis_error"] == "NOPERM"  # type: ignore[attr-defined]
@@ -218,8 +224,8 @@ def test_an_acl_denying_the_keys_is_a_permissions_error(
 
     _assert_never_retried(error)
     assert str(error) == (
-        "the Redis ACL forbids hit (NOPERM): this user has no permissions to "
-        "access one of the keys used as arguments"
+        "the Redis ACL forbids it (NOPERM, deciding a hit): this user has no "
+        "permissions to access one of the keys used as arguments"
     )
     assert error.get_recovery_suggestion() == PERMISSIONS_SUGGESTION  # type: ignore[attr-defined]
 

@@ -505,14 +505,15 @@ def map_redis_errors(
         raise
     except redis_errors.TimeoutError as exc:
         raise StorageTimeoutError(
-            f"Redis did not answer {operation} in time: {exc}",
+            f"Redis did not answer in time ({_doing(operation)}): {exc}",
             outcome_unknown=_may_have_run(exc),
             context={"backend": "redis", "operation": operation},
         ) from exc
     except (redis_errors.AuthenticationError, redis_errors.AuthorizationError) as exc:
         # Not an outage: every retry would be refused the same way.
         raise StorageOperationError(
-            f"Redis refused the credentials for {operation}: {exc}",
+            f"Redis refused the credentials ({_doing(operation)})"
+            f"{_auth_hint(exc)}: {exc}",
             context={"backend": "redis", "operation": operation, "redis_error": "AUTH"},
             suggestion=CREDENTIALS_SUGGESTION,
         ) from exc
@@ -525,11 +526,11 @@ def map_redis_errors(
         if is_pool_exhausted(exc):
             raise pool_exhausted(operation, limits) from exc
 
-        message = f"Redis is unreachable for {operation}: {exc}"
+        message = f"Redis is unreachable ({_doing(operation)}): {exc}"
         if type(exc) in (redis_errors.ClusterError, redis_errors.TryAgainError):
             message = (
-                f"the Redis Cluster redirected {operation} until redis-py gave up "
-                f"(a slot is migrating; the command never ran): {exc}"
+                f"the Redis Cluster kept redirecting ({_doing(operation)}) until "
+                f"redis-py gave up (a slot is migrating; the command never ran): {exc}"
             )
 
         raise RedisConnectionError(
@@ -542,16 +543,42 @@ def map_redis_errors(
     except redis_errors.InvalidResponse as exc:
         # Something that does not speak Redis answered: as bad as no answer.
         raise RedisConnectionError(
-            f"the server at the Redis address does not speak Redis ({operation}): "
-            f"{exc}",
+            "the server at the Redis address does not speak Redis "
+            f"({_doing(operation)}): {exc}",
             outcome_unknown=False,
             context={"backend": "redis", "operation": operation},
         ) from exc
     except redis_errors.RedisError as exc:
         raise StorageOperationError(
-            f"Redis failed {operation}: {exc}",
+            f"Redis failed ({_doing(operation)}): {exc}",
             context={"backend": "redis", "operation": operation},
         ) from exc
+
+
+_DOING = {
+    "hit": "deciding a hit",
+    "peek": "a peek",
+    "reset": "a reset",
+    "connect": "connecting",
+    "health": "a health check",
+}
+
+
+def _doing(operation: str) -> str:
+    """What the storage was doing, in words: ``"deciding a hit"``."""
+    return _DOING.get(operation, operation)
+
+
+def _auth_hint(exc: Exception) -> str:
+    """Say so when the server wants a password and got none."""
+    text = str(exc)
+    if (
+        "NOAUTH" in text
+        or "must be called with the client already authenticated" in text
+    ):
+        return ": the server needs a password (redis://:password@host:port)"
+
+    return ""
 
 
 CREDENTIALS_SUGGESTION = (
@@ -595,7 +622,7 @@ def pool_exhausted(
         )
 
     return StorageOperationError(
-        f"no free Redis connection for {operation}: {pool} (nothing was sent)",
+        f"no free Redis connection ({_doing(operation)}): {pool} (nothing was sent)",
         context={
             "backend": "redis",
             "operation": operation,
@@ -654,7 +681,7 @@ def _response_error(exc: redis_errors.ResponseError, operation: str) -> Exceptio
     context = {"backend": "redis", "operation": operation}
     if isinstance(exc, redis_errors.NoPermissionError) or _LUA_NOPERM in message:
         return StorageOperationError(
-            f"the Redis ACL forbids {operation} (NOPERM): {message}",
+            f"the Redis ACL forbids it (NOPERM, {_doing(operation)}): {message}",
             context={**context, "redis_error": "NOPERM"},
             suggestion=PERMISSIONS_SUGGESTION,
         )
@@ -662,19 +689,19 @@ def _response_error(exc: redis_errors.ResponseError, operation: str) -> Exceptio
     if isinstance(exc, _SERVER_STATE_ERRORS):
         code = getattr(exc, "status_code", None) or type(exc).__name__
         return StorageOperationError(
-            f"Redis refused {operation} ({code}): {message}",
+            f"Redis refused ({_doing(operation)}, {code}): {message}",
             context={**context, "redis_error": code},
         )
 
     if message.startswith("SWT ") or "user_script" in message or "script:" in message:
         return RedisFunctionError(
-            f"the decision function failed {operation}: {message}",
+            f"the decision function failed ({_doing(operation)}): {message}",
             "execution_failed",
             context=context,
         )
 
     return StorageOperationError(
-        f"Redis refused {operation}: {message}", context=context
+        f"Redis refused ({_doing(operation)}): {message}", context=context
     )
 
 

@@ -729,7 +729,17 @@ class MemoryStorage:
         wait = max(self._room_expected_at(now) - now, 1)
         return Decision.from_raw(
             [
-                (t.name, t.limit, Outcome.CAPACITY, v[2], cost, wait, 0, False, False)
+                (
+                    t.name,
+                    t.limit,
+                    Outcome.CAPACITY,
+                    v[2],
+                    cost,
+                    wait,
+                    v[4],
+                    False,
+                    False,
+                )
                 for t, v in zip(throttles, verdicts, strict=True)
             ]
         )
