@@ -845,3 +845,110 @@ def test_a_capacity_refusal_still_reports_the_hits_a_known_pair_counts() -> None
     first = refused.records[0]
     assert [r.outcome for r in refused.records] == [Outcome.CAPACITY] * 2
     assert (first.total_hits, first.remaining, first.time_to_expire) == (2, 4, 8)
+
+
+def test_a_clients_own_expired_pairs_make_room_for_its_new_one() -> None:
+    clock = ManualClock()
+    storage = MemoryStorage(clock=clock, max_pairs=2)
+    throttler = Throttler(storage)
+    throttler.hit("A", Throttle("short", 5, 1))
+    throttler.hit("A", Throttle("long", 5, 100))
+    clock.advance(5)  # A's short pair has expired; A lives on by its long one
+
+    admitted = throttler.hit("A", Throttle("other", 5, 1))
+
+    assert admitted.allowed
+    assert (storage.stats().pairs, storage.stats().reclaimed) == (2, 1)
+
+
+def test_evict_lru_evicts_nobody_while_expired_pairs_make_room() -> None:
+    clock = ManualClock()
+    storage = MemoryStorage(clock=clock, max_pairs=3, overflow="evict-lru")
+    throttler = Throttler(storage)
+    once = Throttle("x", 1, 100)
+    throttler.hit("B", once)
+    throttler.hit("A", Throttle("short", 5, 1))
+    throttler.hit("A", Throttle("long", 5, 100))
+    clock.advance(5)
+
+    throttler.hit("A", Throttle("other", 5, 1))  # A's expired pair makes room
+    again = throttler.hit("B", once)  # B was not evicted: still 1 per 100 s
+
+    assert storage.stats().evicted == 0
+    assert again.records[0].outcome is FULL
+
+
+def test_a_shortened_window_frees_room_when_it_ends() -> None:
+    clock = ManualClock()
+    storage = MemoryStorage(clock=clock, max_pairs=1)
+    throttler = Throttler(storage)
+    throttler.hit("A", Throttle("x", 5, 100))
+    clock.advance(0.5)
+    throttler.hit("A", Throttle("x", 5, 1))  # same name, a 1 s window now
+    clock.advance(2)
+
+    assert throttler.hit("B", Throttle("x", 5, 1)).allowed
+
+
+@pytest.mark.parametrize(
+    ("overflow", "setup", "asker", "throttles"),
+    [
+        # An expired pair would be swept before any eviction is needed.
+        ("evict-lru", [("X", ("a",))], "Y", ("b", "c")),
+        # The asker's only pair expired after the last hit: the sweep frees it.
+        ("reject-new", [("A", ("a",))], "A", ("b",)),
+    ],
+)
+def test_peek_at_capacity_with_expired_pairs_answers_as_hit(
+    overflow: str,
+    setup: list[tuple[str, tuple[str, ...]]],
+    asker: str,
+    throttles: tuple[str, ...],
+) -> None:
+    clock = ManualClock()
+    storage = MemoryStorage(clock=clock, max_pairs=len(throttles), overflow=overflow)
+    throttler = Throttler(storage)
+    for client, names in setup:
+        throttler.hit(client, *(Throttle(n, 5, 1) for n in names))
+
+    clock.advance(5)
+    asked = [Throttle(n, 5, 1) for n in throttles]
+
+    peeked = throttler.peek(asker, *asked)
+    hit = throttler.hit(asker, *asked)
+
+    assert peeked == hit
+    assert hit.allowed
+
+
+def test_health_is_good_again_as_soon_as_a_pair_is_free() -> None:
+    clock = ManualClock()
+    storage = MemoryStorage(clock=clock, max_pairs=2)
+    throttler = Throttler(storage)
+    throttle = Throttle("api", 5, 60)
+    for client in "ABC":
+        throttler.hit(client, throttle)  # C is refused: full
+
+    full = storage.health().healthy
+    throttler.reset("A")
+    freed = storage.health().healthy
+    throttler.hit("D", throttle)  # full again, but D was admitted: no refusal yet
+
+    assert (full, freed, storage.health().healthy) == (False, True, True)
+
+
+def test_peek_never_counts_an_expired_pair_twice_as_room() -> None:
+    # One pair of room, expired: swept, it leaves room for one new pair, not
+    # for the two asked (evicting its client frees nothing more).
+    clock = ManualClock()
+    storage = MemoryStorage(clock=clock, max_pairs=1, overflow="evict-lru")
+    throttler = Throttler(storage)
+    throttler.hit("X", Throttle("a", 5, 1))
+    clock.advance(5)
+    asked = (Throttle("b", 5, 1), Throttle("c", 5, 1))
+
+    peeked = throttler.peek("Y", *asked)
+    hit = throttler.hit("Y", *asked)
+
+    assert peeked == hit
+    assert [r.outcome for r in hit.records] == [Outcome.CAPACITY] * 2

@@ -134,6 +134,11 @@ def _judge(
     )
 
 
+def _held(pair: _Pair, keep: list[_Pair]) -> bool:
+    """Whether ``pair`` is one of ``keep`` (the same object, not an equal list)."""
+    return any(pair is kept for kept in keep)
+
+
 def _hit_once(pair: _Pair, throttle: Throttle, now: int) -> Decision | None:
     """
     ``judge`` and ``_record`` for the commonest hit, in fewer steps: cost 1,
@@ -167,6 +172,9 @@ def _hit_once(pair: _Pair, throttle: Throttle, now: int) -> Decision | None:
             )
             return make_decision((raw,), False, wait / US_PER_S)
 
+    if pair.ttl_us != ttl:
+        return None  # a changed window moves the pair's expiry: _record notes it
+
     expired = bisect_right(times, now - ttl, start) - start
     in_window = end - start - expired
     expires_in = times[end - in_window] + ttl - now if in_window else ttl
@@ -181,7 +189,6 @@ def _hit_once(pair: _Pair, throttle: Throttle, now: int) -> Decision | None:
         pair.start = start
 
     times.append(now)
-    pair.ttl_us = ttl
     raw = (throttle.name, limit, _ADMITTED, in_window, 1, 0, expires_in, True, False)
     return make_decision((raw,), True, 0.0)
 
@@ -351,14 +358,15 @@ class MemoryStorage:
             if not throttles:
                 del self._clients[identifier]
                 self._pairs -= len(client)
-                return
+            else:
+                for throttle in throttles:
+                    if client.pop(throttle.name, None) is not None:
+                        self._pairs -= 1
 
-            for throttle in throttles:
-                if client.pop(throttle.name, None) is not None:
-                    self._pairs -= 1
+                if not client:
+                    del self._clients[identifier]
 
-            if not client:
-                del self._clients[identifier]
+            self._note_room()
 
     def close(self) -> None:
         """Nothing to release; present for the ``Storage`` protocol."""
@@ -369,8 +377,13 @@ class MemoryStorage:
         or unable to evict anyone (``evict-lru``); never raises.
         """
         with self._lock:
-            pairs, refusing = self._pairs, self._refusing
-            evicting = self._overflowing and not refusing
+            now = max(self._clock.now_us(), self._high_water)
+            pairs = self._pairs
+            # Refusing still: full, and nothing may have expired since (a hit
+            # would sweep expired pairs and find room).
+            full = pairs >= self._max_pairs and now < self._next_sweep
+            refusing = self._refusing and full
+            evicting = self._overflowing and not self._refusing and full
 
         detail = f"in memory, {pairs:,} of {self._max_pairs:,} pairs tracked"
         if refusing:
@@ -539,11 +552,13 @@ class MemoryStorage:
         cost: int,
         now: int,
     ) -> _Pair:
+        moved = False
         if pair is None:
             pair = _Pair(throttle.ttl_us)
             self._add_pair(identifier, throttle.name, pair, now + throttle.ttl_us)
-        else:
+        elif pair.ttl_us != throttle.ttl_us:
             pair.ttl_us = throttle.ttl_us
+            moved = True  # a shorter window can end the pair sooner than noted
 
         times = pair  # the pair is the list of its times
         # Expired hits never count again (the clock does not go back), and a
@@ -563,7 +578,25 @@ class MemoryStorage:
         else:
             times.extend([now] * cost)
 
+        if moved:
+            self._note_expiry(identifier, pair.expires_at())
+
         return pair
+
+    def _note_expiry(self, identifier: str, expires: int) -> None:
+        """A pair of ``identifier`` now ends at ``expires``, maybe sooner than noted."""
+        if expires < self._next_sweep:
+            self._next_sweep = expires
+
+        if expires < self._room_at:
+            self._room_at = expires
+
+        # The client's entry may be later: this one reclaims it in time (the
+        # later one is found stale and dropped).
+        heapq.heappush(self._due, (expires, identifier))
+        self._next_due = self._due[0][0]
+        if len(self._due) > 2 * len(self._clients) + 1024:
+            self._rebuild_due()
 
     def _add_pair(self, identifier: str, name: str, pair: _Pair, due: int) -> None:
         client = self._clients.get(identifier)
@@ -593,23 +626,27 @@ class MemoryStorage:
         if not needed or self._pairs + needed <= self._max_pairs:
             return True
 
-        # The asker's own pairs stay: the decision holds them already.
+        # Expired pairs go first, but for those this decision records into.
+        keep = [pair for pair in pairs if pair is not None]
         if commit:
-            self._sweep_expired_pairs(now, identifier)
+            self._sweep_expired_pairs(now, keep)
+            occupied = self._pairs
         else:
-            # peek answers as hit would at `now`: count what hit's sweep
-            # would free, without freeing it.
-            needed -= self._expired_pairs(now, identifier)
+            # peek answers as hit would at `now`: what hit's sweep would free
+            # counts as free, without being freed.
+            occupied = self._pairs - self._expired_pairs(now, keep)
 
-        if self._pairs + needed > self._max_pairs and self._lru:
-            victims = self._eviction_victims(identifier, needed, now)
-            if victims is not None and commit:
-                self._evict(victims)
-
+        if occupied + needed > self._max_pairs and self._lru:
+            victims = self._eviction_victims(
+                identifier, needed, now, occupied, live_only=not commit
+            )
             if victims is not None:
+                if commit:
+                    self._evict(victims)
+
                 return True
 
-        if self._pairs + needed <= self._max_pairs:
+        if occupied + needed <= self._max_pairs:
             return True
 
         if commit:
@@ -629,20 +666,19 @@ class MemoryStorage:
                 self._policy.value,
             )
 
-    def _expired_pairs(self, now: int, keep: str) -> int:
+    def _expired_pairs(self, now: int, keep: list[_Pair]) -> int:
         """How many pairs a sweep at ``now`` would drop."""
         if now < self._next_sweep:
             return 0
 
         return sum(
             1
-            for identifier, client in self._clients.items()
-            if identifier != keep
+            for client in self._clients.values()
             for pair in client.values()
-            if pair.expires_at() <= now
+            if pair.expires_at() <= now and not _held(pair, keep)
         )
 
-    def _sweep_expired_pairs(self, now: int, keep: str) -> None:
+    def _sweep_expired_pairs(self, now: int, keep: list[_Pair]) -> None:
         # Expired pairs go before any policy applies, also those of a client
         # whose other pairs live on. A whole pass is O(pairs), so it runs only
         # once something can have expired since the last one.
@@ -653,7 +689,7 @@ class MemoryStorage:
         for identifier, client in list(self._clients.items()):
             for name, pair in list(client.items()):
                 expires = pair.expires_at()
-                if expires <= now and identifier != keep:
+                if expires <= now and not _held(pair, keep):
                     del client[name]
                     self._pairs -= 1
                     self._reclaimed += 1
@@ -666,11 +702,19 @@ class MemoryStorage:
         self._next_sweep = earliest
 
     def _eviction_victims(
-        self, identifier: str, needed: int, now: int
+        self,
+        identifier: str,
+        needed: int,
+        now: int,
+        occupied: int,
+        *,
+        live_only: bool,
     ) -> list[str] | None:
         """
         The least recently used clients whose eviction makes room for
-        ``needed`` new pairs, or None when no eviction can.
+        ``needed`` new pairs among ``occupied`` ones, or None when no
+        eviction can. ``live_only``: expired pairs are already counted as
+        free (a peek's sweep that did not run), so only live ones are freed.
         """
         if now < self._no_evictions_until:
             return None
@@ -682,22 +726,26 @@ class MemoryStorage:
         # Least recently used first; blocked clients and the one asking are
         # never evicted. Nothing is evicted unless enough room can be made.
         for candidate, client in self._clients.items():
-            if self._pairs - freed + needed <= self._max_pairs:
+            if occupied - freed + needed <= self._max_pairs:
                 return victims
 
             blocked = max(p.blocked_until for p in client.values())
+            size = len(client)
+            if live_only:
+                size = sum(1 for p in client.values() if p.expires_at() > now)
+
             if blocked > now:
                 blocks_end = min(blocks_end, blocked)
             elif candidate == identifier:
-                spared = len(client)
+                spared = size
             else:
                 victims.append(candidate)
-                freed += len(client)
+                freed += size
 
-        if self._pairs - freed + needed <= self._max_pairs:
+        if occupied - freed + needed <= self._max_pairs:
             return victims
 
-        if self._pairs - freed - spared + 1 > self._max_pairs:
+        if occupied - freed - spared + 1 > self._max_pairs:
             # Every client that could be evicted is blocked: until a block
             # ends no asker can evict anyone, so skip the scan till then.
             self._no_evictions_until = blocks_end
@@ -788,6 +836,10 @@ class MemoryStorage:
             self._clients = dict(self._clients)
             self._clients_high = len(self._clients)
 
+        self._note_room()
+
+    def _note_room(self) -> None:
+        """End a full episode once there is room: log it, health is good again."""
         if self._overflowing and self._pairs < self._max_pairs:
             self._overflowing = self._refusing = False
             logger.warning(
