@@ -49,7 +49,7 @@ def fields(raw: bytes) -> tuple[str, int, str, str, int | None]:
         ),
         pytest.param(
             PREFIX + rb'"\x16\x03\x01\x00\xa5\x01" 400 226 "-" "-"',
-            ("192.0.2.7", (T0 + 3) * US, r"\x16\x03\x01\x00\xa5\x01", "", 400),
+            ("192.0.2.7", (T0 + 3) * US, r"\\x16\\x03\\x01\\x00\\xa5\\x01", "", 400),
             id="escaped-tls-handshake",
         ),
         pytest.param(
@@ -64,7 +64,7 @@ def fields(raw: bytes) -> tuple[str, int, str, str, int | None]:
         ),
         pytest.param(
             PREFIX + rb'"GET /say\"hi\" HTTP/1.1" 200 5 "-" "UA"',
-            ("192.0.2.7", (T0 + 3) * US, "GET", r"/say\"hi\"", 200),
+            ("192.0.2.7", (T0 + 3) * US, "GET", r'/say\\"hi\\"', 200),
             id="escaped-quote-in-request",
         ),
         pytest.param(
@@ -379,3 +379,12 @@ def test_decodes_invalid_utf_8_losslessly() -> None:
 
     assert (first.client, first.path) == ("\\xff\\xfe", "/\\xff")
     assert (second.client, second.path) == ("\\xfe\\xff", "/\\xfe")
+
+
+def test_a_logged_escape_and_the_byte_it_names_decode_apart() -> None:
+    raw = parsed(PREFIX + b'"GET /\xff HTTP/1.1" 200 1')
+    text = parsed(PREFIX + rb'"GET /\xff HTTP/1.1" 200 1')
+    client = parsed(rb"a\xff" + PREFIX[9:] + b'"GET / HTTP/1.1" 200 1')
+
+    assert (raw.path, text.path) == ("/\\xff", "/\\\\xff")
+    assert client.client == "a\\\\xff"

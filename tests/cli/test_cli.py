@@ -421,6 +421,21 @@ def test_a_pipe_closed_after_the_first_line_ends_quietly_with_exit_141() -> None
     assert stderr == b""
 
 
+def test_a_pipe_that_takes_the_whole_report_before_it_closes_exits_0(
+    small_log: Path,
+) -> None:
+    # `swt replay small.log | head -1`: the 1.5 KB report is in the pipe
+    # before the reader leaves, so nothing is cut, as with `seq 3 | head -1`.
+    process = subprocess.Popen(
+        [*SWT, "replay", small_log, "--limit", "3/10s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert stderr == b""
+
+
 def test_the_same_log_given_twice_is_refused_naming_both(
     small_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -491,7 +506,19 @@ def test_a_dash_reads_standard_input_from_a_pipe_or_a_file(tmp_path: Path) -> No
         (["--block", "-1"], "--block must not be negative, got '-1'"),
         (["--block", "400d"], "--block must be at most 366 days, got '400d'"),
         (["--top", "0"], "--top must be at least 1, got '0'"),
-        (["--top", "many"], "--top 'many' is not a whole number"),
+        (["--top", "-1"], "--top must be at least 1, got '-1'"),
+        (["--top", "many"], "--top must be a whole number such as 10, got 'many'"),
+        (["--top", "2.5"], "--top must be a whole number such as 10, got '2.5'"),
+        (["--top", "1e3"], "--top must be a whole number such as 10, got '1e3'"),
+        (
+            ["--limit", "1/0.5ms"],
+            "--limit must have a window of whole milliseconds, got '1/0.5ms'",
+        ),
+        (
+            ["--limit", "99999999999999999999/s"],
+            "--limit must allow 1 to 1,000,000 hits a window, "
+            "got '99999999999999999999/s'",
+        ),
         (
             ["--limit", "0/s"],
             "--limit must allow 1 to 1,000,000 hits a window, got '0/s'",
@@ -520,6 +547,31 @@ def test_option_errors_name_the_option_once_and_quote_what_was_typed(
 
     assert result.exit_code == 2
     assert result.stderr == f"swt: error: {message}\n"
+
+
+def test_a_raw_byte_and_its_escape_as_text_are_two_clients(
+    write_log: WriteLog,
+) -> None:
+    byte = clf("10.0.0.1", 0, "GET /P HTTP/1.1").encode().replace(b"/P", b"/\xff")
+    text = clf("10.0.0.1", 0, r"GET /\xff HTTP/1.1").encode()
+    log = write_log(
+        [
+            line.replace(b":00 +", b":%02d +" % s)
+            for s in range(10)
+            for line in (byte, text)
+        ]
+    )
+
+    result = swt("replay", log, "--limit", "1/minute", "--key", "ip+path", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["requests"], report["admitted"], report["rejected"]) == (20, 2, 18)
+    assert (report["clients_seen"], report["clients_throttled"]) == (2, 2)
+    assert [(c["client"], c["requests"]) for c in report["top_throttled"]] == [
+        ("10.0.0.1 /\\\\xff", 10),
+        ("10.0.0.1 /\\xff", 10),
+    ]
 
 
 def test_an_ascii_only_stdout_gets_an_ascii_report(write_log: WriteLog) -> None:

@@ -383,7 +383,11 @@ def test_an_unreachable_sentinel_is_one_line(small_log: Path) -> None:
         ),
         (
             ["--redis-sentinel", "h:99999", "--redis-service", "m"],
-            "--redis-sentinel 'h:99999' is not HOST:PORT",
+            "--redis-sentinel must have a port from 1 to 65535, got 'h:99999'",
+        ),
+        (
+            ["--redis-sentinel", "h:port", "--redis-service", "m"],
+            "--redis-sentinel 'h:port' is not HOST:PORT",
         ),
         (["--redis-url", "redis://h", "--redis-timeout", "0"], "above 0"),
         (["--redis-url", "redis://h", "--redis-timeout", "soon"], "--redis-timeout"),

@@ -156,8 +156,7 @@ def test_text_says_when_files_were_reordered_and_counts_outliers(
         "(reordered: oldest first, by when each starts)"
     )
     assert text[12] == (
-        "malformed lines    1 (outliers: 1, each dated over 1d after the lines "
-        "around it)"
+        "malformed lines    1 (outliers: 1, dated over 1d after the lines around it)"
     )
     report = to_json(result)
     assert report["files"] == ["access.log.1", "access.log"]

@@ -15,8 +15,9 @@ decode), parses several hundred thousand lines/s, and copes with:
 - IPv6 or hostname clients, ``-`` for status or size, lines ending in LF,
   CRLF or a lone CR (old Mac style, or a log cut by a tool that drops LFs);
   blank lines are skipped and not counted;
-- bytes that are not UTF-8, decoded as ``\\xff`` escapes: distinct bytes stay
-  distinct clients and paths;
+- bytes that are not UTF-8, decoded as ``\\xff`` escapes, and a backslash
+  as ``\\\\`` (``decode_field``): distinct bytes stay distinct clients and
+  paths, so the byte 0xFF and the four characters ``\\xff`` are two clients;
 - a line longer than ``MAX_LINE_BYTES`` (NUL padding after a crash): it is
   malformed, only its first MiB is kept, and reading goes on after its end.
 
@@ -93,11 +94,12 @@ class Request(NamedTuple):
     One parsed log line: what the replay needs of it.
 
     Attributes:
-        client: The client field (IPv4, IPv6 or hostname).
+        client: The client field (IPv4, IPv6 or hostname), as
+            ``decode_field`` gives it.
         time_us: When the request was logged, epoch microseconds.
         offset_s: The line's UTC offset in seconds (``+0100`` is 3600).
-        request: The request line as logged, escapes and all
-            (``GET / HTTP/1.1``, ``\\x16\\x03\\x01``).
+        request: The request line as ``decode_field`` gives it: Apache's
+            escape ``\\xa5`` reads ``\\\\xa5``, a raw byte 0xA5 ``\\xa5``.
         status: The status code, ``None`` for ``-``.
     """
 
@@ -209,7 +211,7 @@ def parse_fields(raw: bytes) -> Fields | str:
     if not EARLIEST_US <= time_us < END_US:
         return OUT_OF_RANGE
 
-    return client.decode("utf-8", "backslashreplace"), time_us, offset, request, status
+    return decode_field(client), time_us, offset, request, status
 
 
 def parse_line(raw: bytes) -> Request | str:
@@ -225,8 +227,21 @@ def parse_line(raw: bytes) -> Request | str:
 
     client, time_us, offset_s, request, status = fields
     code = None if status == b"-" else int(status)
-    text = request.decode("utf-8", "backslashreplace")
+    text = decode_field(request)
     return Request(client, time_us, offset_s, text, code)
+
+
+def decode_field(raw: bytes) -> str:
+    """
+    Decode a client or request line so that distinct bytes stay distinct text.
+
+    A byte that is not UTF-8 becomes ``\\xff``, and a backslash ``\\\\``: so
+    the byte 0xFF and the logged text ``\\xff`` (``\\\\xff`` once decoded) are
+    two clients, not one.
+    """
+    # bytes.replace returns the line itself when it holds no backslash: the
+    # usual case costs a scan, not a copy.
+    return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
 
 
 def split_request(request: str) -> tuple[str, str]:

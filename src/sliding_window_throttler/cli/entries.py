@@ -24,7 +24,13 @@ from itertools import count
 
 from ..core.rate import format_duration_ms
 from ..throttler import MAX_IDENTIFIER_LENGTH
-from .accesslog import Malformed, parse_fields, shorten, split_request
+from .accesslog import (
+    Malformed,
+    decode_field,
+    parse_fields,
+    shorten,
+    split_request,
+)
 from .logfiles import LogFile
 
 
@@ -32,14 +38,13 @@ def _by_ip(client: str, request: bytes) -> str:
     return client
 
 
-# Undecodable bytes become \xff escapes, as in the client: distinct bytes are
-# distinct keys.
+# Decoded as the client is (``decode_field``): distinct bytes are distinct keys.
 def _by_ip_and_path(client: str, request: bytes) -> str:
-    return f"{client} {split_request(request.decode('utf-8', 'backslashreplace'))[1]}"
+    return f"{client} {split_request(decode_field(request))[1]}"
 
 
 def _by_ip_and_method(client: str, request: bytes) -> str:
-    return f"{client} {split_request(request.decode('utf-8', 'backslashreplace'))[0]}"
+    return f"{client} {split_request(decode_field(request))[0]}"
 
 
 KEYS: dict[str, Callable[[str, bytes], str]] = {

@@ -4,9 +4,12 @@ Writing the report to standard output, whatever standard output turns out to be.
 - Closed (``>&-``): Python has no ``sys.stdout``; the command says so before
   it replays anything.
 - Failing (a full disk, ``> /dev/full``): one line naming the error.
-- A pipe whose reader has gone (``| head -1``): the command ends quietly with
-  exit code 141, the code a shell reports for a tool that SIGPIPE ends
-  (``yes | head -1``), so that ``set -o pipefail`` still sees the cut.
+- A pipe whose reader leaves before the whole report is written: the
+  command ends quietly with exit code 141, the code a shell reports for a
+  tool that SIGPIPE ends (``yes | head -1``), so that ``set -o pipefail``
+  sees the cut. Once the whole report is in the pipe (one shorter than the
+  pipe holds, 64 KiB on Linux, goes in at once), the command exits 0 however
+  little of it the reader takes (``| head -1``), as any Unix tool does.
 
 The report is flushed here, not at exit, so that these errors surface here;
 after one, standard output is pointed at ``/dev/null``, so that Python's own

@@ -199,12 +199,9 @@ def make_throttles(
 
 def _parse_limit(spec: str) -> tuple[int, int]:
     """``(limit, ttl_ms)`` of a ``--limit`` spec within a ``Throttle``'s bounds."""
-    limit, ttl_ms = parse_rate(spec, field="--limit")
+    limit, ttl_ms = _parse_rate(spec)
     if not 1 <= limit <= MAX_LIMIT:
-        raise ConfigurationError(
-            "limit",
-            f"--limit must allow 1 to {MAX_LIMIT:,} hits a window, got {spec!r}",
-        )
+        raise _limit_range_error(spec)
 
     if not 1 <= ttl_ms <= MAX_DURATION_MS:
         raise ConfigurationError(
@@ -212,6 +209,30 @@ def _parse_limit(spec: str) -> tuple[int, int]:
         )
 
     return limit, ttl_ms
+
+
+def _parse_rate(spec: str) -> tuple[int, int]:
+    try:
+        return parse_rate(spec, field="--limit")
+    except ConfigurationError as exc:
+        # The rate parser words these two as if about the whole option: say
+        # which part is wrong, and the bound.
+        if "absurd number of hits" in exc.message:
+            raise _limit_range_error(spec) from None
+
+        if "whole number of milliseconds" in exc.message:
+            raise ConfigurationError(
+                "limit",
+                f"--limit must have a window of whole milliseconds, got {spec!r}",
+            ) from None
+
+        raise
+
+
+def _limit_range_error(spec: str) -> ConfigurationError:
+    return ConfigurationError(
+        "limit", f"--limit must allow 1 to {MAX_LIMIT:,} hits a window, got {spec!r}"
+    )
 
 
 @dataclass(slots=True)

@@ -248,8 +248,9 @@ def _summary_rows(result: ReplayResult) -> list[tuple[str, str]]:
     malformed = f"{result.malformed:,}"
     if result.outliers:
         skew = format_duration_ms(result.max_skew_ms)
+        each = "each dated" if result.outliers > 1 else "dated"
         malformed += (
-            f" (outliers: {result.outliers:,}, each dated over {skew} after the "
+            f" (outliers: {result.outliers:,}, {each} over {skew} after the "
             "lines around it)"
         )
 

@@ -169,12 +169,18 @@ def parse_address(text: str) -> tuple[str, int]:
         ConfigurationError: for anything else, or a port out of range.
     """
     match = _ADDRESS.fullmatch(text.strip())
-    port = int(match["port"] or SENTINEL_PORT) if match else 0
-    if match is None or not 0 < port < 65536:
+    if match is None:
         raise ConfigurationError(
             "redis_sentinel",
             f"--redis-sentinel {text!r} is not HOST:PORT (e.g. 10.0.0.5:26379, "
             "[2001:db8::5]:26379)",
+        )
+
+    port = int(match["port"] or SENTINEL_PORT)
+    if not 0 < port < 65536:
+        raise ConfigurationError(
+            "redis_sentinel",
+            f"--redis-sentinel must have a port from 1 to 65535, got {text!r}",
         )
 
     return match["v6"] or match["host"], port
