@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from sliding_window_throttler.config import ThrottlerSettings
@@ -25,8 +27,9 @@ _NAMES = (
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in _NAMES:
-        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name.upper() in _NAMES:
+            monkeypatch.delenv(name)
 
 
 def test_defaults_are_tight_and_fail_closed() -> None:
@@ -110,3 +113,83 @@ def test_an_override_skips_the_bad_variable_it_replaces(
     settings = ThrottlerSettings.from_env(failure_strategy="local", deadline="1s")
 
     assert (settings.failure_strategy, settings.deadline) == ("local", 1.0)
+
+
+def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = ThrottlerSettings.from_env()
+    for name in _NAMES:
+        monkeypatch.setenv(name, "")
+
+    assert ThrottlerSettings.from_env() == defaults
+
+
+def test_an_empty_variable_leaves_its_twin_to_decide(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SWT_FAILURE_STRATEGY", "")
+    monkeypatch.setenv("FAILURE_STRATEGY", "local")
+    monkeypatch.setenv("REDIS_URL", "")
+    monkeypatch.setenv("SWT_REDIS_URL", "redis://cache:6379/0")
+
+    settings = ThrottlerSettings.from_env()
+
+    assert (settings.failure_strategy, settings.redis_url) == (
+        "local",
+        "redis://cache:6379/0",
+    )
+
+
+@pytest.mark.parametrize(
+    ("plain", "prefixed", "field", "message"),
+    [
+        (
+            ("FAILURE_STRATEGY", "fail-open"),
+            ("SWT_FAILURE_STRATEGY", "local"),
+            "failure_strategy",
+            "setting failure_strategy: SWT_FAILURE_STRATEGY and FAILURE_STRATEGY "
+            "are both set, to different values ('local' and 'fail-open'); unset "
+            "one, or give both the same value",
+        ),
+        (
+            ("REDIS_URL", "redis://:secret@a:6379"),
+            ("swt_redis_url", "redis://:secret@b:6379"),
+            "redis_url",
+            "setting redis_url: SWT_REDIS_URL and REDIS_URL are both set, to "
+            "different values; unset one, or give both the same value",
+        ),
+    ],
+)
+def test_twin_variables_that_disagree_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+    plain: tuple[str, str],
+    prefixed: tuple[str, str],
+    field: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv(*plain)
+    monkeypatch.setenv(*prefixed)
+
+    with pytest.raises(ConfigurationError) as info:
+        ThrottlerSettings.from_env()
+
+    assert (info.value.field, info.value.message) == (field, message)
+
+
+def test_twin_variables_that_agree_are_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAILURE_STRATEGY", "local")
+    monkeypatch.setenv("SWT_FAILURE_STRATEGY", "local")
+
+    assert ThrottlerSettings.from_env().failure_strategy == "local"
+
+
+def test_an_override_skips_twin_variables_that_disagree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAILURE_STRATEGY", "fail-open")
+    monkeypatch.setenv("SWT_FAILURE_STRATEGY", "local")
+
+    settings = ThrottlerSettings.from_env(failure_strategy="fail-closed")
+
+    assert settings.failure_strategy == "fail-closed"

@@ -10,6 +10,7 @@ import pytest
 from sliding_window_throttler import (
     AsyncMemoryStorage,
     AsyncThrottler,
+    CircuitBreaker,
     ConfigurationError,
     KeyGenerationError,
     ManualClock,
@@ -19,6 +20,7 @@ from sliding_window_throttler import (
     Throttler,
     ThrottlerErrorCode,
 )
+from sliding_window_throttler.recovery import ExponentialBackoff
 
 API = Throttle("api", 1, 60)
 LOGIN = Throttle("login", 1, 60)
@@ -228,6 +230,157 @@ def test_a_storage_of_the_wrong_kind_is_refused_at_construction(
     assert hint in str(caught.value)
 
 
+class HitOnly:
+    def hit(self, *args: object) -> None: ...
+
+
+class NoClose(HitOnly):
+    def peek(self, *args: object) -> None: ...
+
+    def reset(self, *args: object) -> None: ...
+
+    close = "not callable"
+
+
+class HalfAsync:
+    async def hit(self, *args: object) -> None: ...
+
+    def peek(self, *args: object) -> None: ...
+
+    async def reset(self, *args: object) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+_NEEDS = (
+    "storage must be a storage object (MemoryStorage, RedisStorage...) with hit, "
+    "peek, reset and close methods; "
+)
+
+
+@pytest.mark.parametrize(
+    ("face", "storage", "message"),
+    [
+        (Throttler, HitOnly(), _NEEDS + "HitOnly has no peek, reset or close"),
+        (AsyncThrottler, HitOnly(), _NEEDS + "HitOnly has no peek, reset or close"),
+        (Throttler, NoClose(), _NEEDS + "NoClose has no close"),
+        (Throttler, "memory", _NEEDS + "str has no hit, peek, reset or close"),
+        (
+            AsyncThrottler,
+            HalfAsync(),
+            "AsyncThrottler needs an asyncio storage, got HalfAsync: its peek() "
+            "is not a coroutine function (async def)",
+        ),
+        (
+            Throttler,
+            HalfAsync(),
+            "Throttler needs a storage, got HalfAsync: its hit() is a coroutine "
+            "function (async def)",
+        ),
+    ],
+)
+def test_a_storage_must_have_every_method_of_its_face(
+    face: type, storage: object, message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        face(storage)
+
+    assert caught.value.field == "storage"
+    assert caught.value.message == message
+
+
+# Failure options on a memory storage: ignored when valid, refused when not.
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "message"),
+    [
+        (
+            {"failure_strategy": "bogus"},
+            "failure_strategy",
+            "failure_strategy must be one of fail-open, fail-closed, local, "
+            "got 'bogus'",
+        ),
+        (
+            {"failure_strategy": object()},
+            "failure_strategy",
+            "failure_strategy must be one of fail-open, fail-closed, local or a "
+            "recovery strategy (name, can_recover, recover); object has no name, "
+            "can_recover, recover",
+        ),
+        ({"app_servers": -5}, "app_servers", "app_servers must be at least 1, got -5"),
+        (
+            {"app_servers": 2.0},
+            "app_servers",
+            "app_servers must be an integer, got 2.0",
+        ),
+        (
+            {"deadline": "xyz"},
+            "deadline",
+            "deadline 'xyz' is not a duration; write a number and a unit, such as "
+            "'30s' or '2 minutes' (units: ms, s, m/min/minute, h/hour, d/day, "
+            "w/week)",
+        ),
+        (
+            {"deadline": 0},
+            "deadline",
+            "deadline must be above 0 (None for no deadline), got 0",
+        ),
+        (
+            {"breaker": "nope"},
+            "breaker",
+            "breaker must be a CircuitBreaker, got 'nope'",
+        ),
+        (
+            {"retry": 3},
+            "retry",
+            "retry must be an ExponentialBackoff or a RetryWithBackoff, got 3",
+        ),
+        (
+            {
+                "failure_strategy": "bogus",
+                "app_servers": -5,
+                "deadline": "xyz",
+                "breaker": "nope",
+            },
+            "failure_strategy",
+            "failure_strategy must be one of fail-open, fail-closed, local, "
+            "got 'bogus'",
+        ),
+    ],
+)
+def test_invalid_failure_options_are_refused_for_memory_storages_too(
+    kwargs: dict[str, object], field: str, message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as sync_caught:
+        Throttler(MemoryStorage(), **kwargs)  # type: ignore[arg-type]
+
+    with pytest.raises(ConfigurationError) as async_caught:
+        AsyncThrottler(AsyncMemoryStorage(), **kwargs)  # type: ignore[arg-type]
+
+    for caught in (sync_caught, async_caught):
+        assert caught.value.field == field
+        assert caught.value.message == message
+
+
+def test_valid_failure_options_leave_a_memory_storage_bare() -> None:
+    memory = MemoryStorage()
+    async_memory = AsyncMemoryStorage()
+    options = {
+        "failure_strategy": "local",
+        "breaker": CircuitBreaker(3, 1),
+        "retry": ExponentialBackoff(max_attempts=1),
+        "deadline": "100ms",
+        "app_servers": 4,
+    }
+
+    assert Throttler(memory, **options).storage is memory  # type: ignore[arg-type]
+    assert (
+        AsyncThrottler(async_memory, **options).storage  # type: ignore[arg-type]
+        is async_memory
+    )
+
+
 # enforce(): a refusal raises RateLimitExceededError.
 
 BURST = Throttle("burst", 2, 10)
@@ -313,3 +466,17 @@ def test_a_memory_throttler_is_healthy_and_has_no_breaker() -> None:
             "memory",
             None,
         )
+
+
+def test_enforce_says_hit_for_a_limit_of_one() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+    once = Throttle("once", 1, 10)
+    throttler.enforce("a", once)
+
+    with pytest.raises(RateLimitExceededError) as info:
+        throttler.enforce("a", once)
+
+    assert info.value.message == (
+        "rate limit exceeded: throttle 'once' allows 1 hit per window "
+        "(2 with this one); retry in 10.000s"
+    )

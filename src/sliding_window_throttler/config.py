@@ -3,8 +3,9 @@ Settings from the environment (pydantic-settings).
 
 Every setting is read from ``SWT_<NAME>`` (case-insensitive), and a few also
 from the plain names the seed design uses: ``FAILURE_STRATEGY`` and
-``REDIS_URL``. Durations take seconds (``0.05``) or a unit (``50ms``,
-``5s``). For example::
+``REDIS_URL``; ``from_env`` refuses the two names of one setting set to
+different values. An empty variable counts as unset. Durations take seconds
+(``0.05``) or a unit (``50ms``, ``5s``). For example::
 
     FAILURE_STRATEGY=local SWT_APP_SERVERS=4 SWT_COMMAND_TIMEOUT=30ms
 
@@ -15,6 +16,7 @@ agree on how long one command may take.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
@@ -27,6 +29,8 @@ FailureStrategyName = Literal["fail-open", "fail-closed", "local"]
 
 _PLAIN_NAMES = ("failure_strategy", "redis_url")
 """Settings also read without the ``SWT_`` prefix, as the seed design names them."""
+_SECRET = frozenset({"redis_url"})
+"""Settings whose values errors never show (a URL may hold a password)."""
 
 _DURATIONS = (
     "connect_timeout",
@@ -49,8 +53,9 @@ class ThrottlerSettings(BaseSettings):
         command_timeout: Seconds to wait for one Redis reply.
         deadline: Seconds a whole decision may take, retries included.
         retry_attempts: Attempts per decision, the first included (1: none).
-        breaker_failure_threshold: Consecutive connection failures that open
-            the circuit breaker.
+        breaker_failure_threshold: Consecutive failed calls to Redis
+            (connection failures or timeouts, retries included) that open the
+            circuit breaker.
         breaker_cool_down: Seconds the breaker stays open before a probe.
         app_servers: For ``local``: how many app servers split each limit.
         lockdown_duration: Seconds a client is blocked after a security
@@ -61,6 +66,7 @@ class ThrottlerSettings(BaseSettings):
         env_prefix="SWT_",
         case_sensitive=False,
         extra="ignore",
+        env_ignore_empty=True,  # FAILURE_STRATEGY= means unset, not ''
         populate_by_name=True,
         frozen=True,
     )
@@ -103,12 +109,34 @@ class ThrottlerSettings(BaseSettings):
         Read the settings from the environment (``overrides`` win).
 
         Raises:
-            ConfigurationError: naming the first bad setting and its value.
+            ConfigurationError: naming the first bad setting and its value, or
+                both variables of a setting set to different values
+                (``FAILURE_STRATEGY`` and ``SWT_FAILURE_STRATEGY``).
         """
+        for field in _PLAIN_NAMES:
+            if field not in overrides:
+                _check_both_names(field)
+
         try:
             return cls(**overrides)
         except ValidationError as exc:
             raise _configuration_error(exc) from None
+
+
+def _check_both_names(field: str) -> None:
+    """Refuse a setting whose plain and ``SWT_`` variables disagree."""
+    # Names are case-insensitive, as pydantic-settings reads them.
+    environ = {name.lower(): value for name, value in os.environ.items() if value}
+    plain, prefixed = environ.get(field), environ.get(f"swt_{field}")
+    if plain is None or prefixed is None or plain == prefixed:
+        return
+
+    values = "" if field in _SECRET else f" ({prefixed!r} and {plain!r})"
+    raise ConfigurationError(
+        field,
+        f"setting {field}: SWT_{field.upper()} and {field.upper()} are both set, "
+        f"to different values{values}; unset one, or give both the same value",
+    )
 
 
 def _configuration_error(exc: ValidationError) -> ConfigurationError:

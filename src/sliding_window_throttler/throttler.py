@@ -34,6 +34,7 @@ from .recovery import (
     astorage_health,
     storage_health,
 )
+from .recovery._resilience import check_options
 from .storage.base import AsyncStorage, Storage, StorageHealth
 from .storage.memory import AsyncMemoryStorage, MemoryStorage
 
@@ -138,7 +139,13 @@ def resilience_options(
     deadline: Duration | None,
     app_servers: int | None = None,
 ) -> dict[str, Any]:
-    """The arguments given for a resilient storage; empty when none was."""
+    """
+    The arguments given for a resilient storage; empty when none was.
+
+    Raises:
+        ConfigurationError: for an invalid one, even where it will not apply
+            (a memory storage stays bare, but a typo must not pass unseen).
+    """
     given = {
         "failure_strategy": failure_strategy,
         "breaker": breaker,
@@ -146,7 +153,11 @@ def resilience_options(
         "deadline": deadline,
         "app_servers": app_servers,
     }
-    return {name: value for name, value in given.items() if value is not None}
+    options: dict[str, Any] = {
+        name: value for name, value in given.items() if value is not None
+    }
+    check_options(**options)
+    return options
 
 
 _NEVER_FAILS = (MemoryStorage, AsyncMemoryStorage)
@@ -204,9 +215,10 @@ def refused_error(decision: Decision) -> RateLimitExceededError:
     else:
         when = "this hit can never succeed (its cost is above the limit)"
 
+    hits = "hit" if record.limit == 1 else "hits"
     return RateLimitExceededError(
-        f"rate limit exceeded: throttle {record.name!r} allows {record.limit} "
-        f"hits per window ({record.total_hits} with this one); {when}",
+        f"rate limit exceeded: throttle {record.name!r} allows {record.limit:,} "
+        f"{hits} per window ({record.total_hits:,} with this one); {when}",
         record.limit,
         record.total_hits,
         decision.retry_after,
@@ -219,17 +231,31 @@ def refused_error(decision: Decision) -> RateLimitExceededError:
     )
 
 
+_STORAGE_METHODS = ("hit", "peek", "reset", "close")
+_DECIDING_METHODS = ("hit", "peek")  # async on the asyncio face, sync on the other
+
+
 def check_storage(storage: object, *, asynchronous: bool) -> None:
     """Refuse what is not a storage, or a storage of the other face."""
-    hit = getattr(storage, "hit", None)
-    if not callable(hit):
+    missing = [m for m in _STORAGE_METHODS if not callable(getattr(storage, m, None))]
+    if missing:
+        names = missing[-1]
+        if len(missing) > 1:
+            names = f"{', '.join(missing[:-1])} or {names}"
+
         raise ConfigurationError(
             "storage",
-            "storage must be a storage object (MemoryStorage, RedisStorage...), "
-            f"got {shown(storage)}",
+            "storage must be a storage object (MemoryStorage, RedisStorage...) "
+            f"with hit, peek, reset and close methods; {type(storage).__name__} "
+            f"has no {names}",
         )
 
-    if inspect.iscoroutinefunction(hit) == asynchronous:
+    wrong = [
+        m
+        for m in _DECIDING_METHODS
+        if inspect.iscoroutinefunction(getattr(storage, m)) != asynchronous
+    ]
+    if not wrong:
         return
 
     if asynchronous:
@@ -239,6 +265,10 @@ def check_storage(storage: object, *, asynchronous: bool) -> None:
         hint = "use MemoryStorage or RedisStorage, or AsyncThrottler for this one"
 
     face = "AsyncThrottler needs an asyncio" if asynchronous else "Throttler needs a"
+    if len(wrong) == 1:  # half a face: say which method is off
+        kind = "is not" if asynchronous else "is"
+        hint = f"its {wrong[0]}() {kind} a coroutine function (async def)"
+
     raise ConfigurationError(
         "storage", f"{face} storage, got {type(storage).__name__}: {hint}"
     )
@@ -272,8 +302,9 @@ class Throttler:
     ``ResilientStorage``: its settings come from the arguments below, and
     those not given from the environment (``ThrottlerSettings``:
     ``FAILURE_STRATEGY``, ``SWT_*``; fail-closed by default). Memory storages
-    never fail and stay bare (the failure arguments then change nothing), as
-    does a storage that is resilient already.
+    never fail and stay bare (valid failure arguments then change nothing;
+    invalid ones are still refused), as does a storage that is resilient
+    already.
 
     Args:
         storage: Where state lives (default: a new ``MemoryStorage``).
@@ -281,7 +312,8 @@ class Throttler:
             ``"fail-open"``, ``"fail-closed"``, ``"local"`` or a strategy.
         breaker: The circuit breaker around the storage.
         retry: Retry attempts and backoff for calls that are safe to retry.
-        deadline: The longest a decision may take, retries included.
+        deadline: The longest a decision may take, retries included (above
+            0; None for the environment's ``SWT_DEADLINE``, 250 ms by default).
         app_servers: For ``local``: how many app servers split each limit
             (each enforces ``ceil(limit / app_servers)``).
         resilient: False leaves the storage bare, so that storage errors

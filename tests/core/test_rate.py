@@ -253,3 +253,25 @@ def test_a_manual_clock_refuses_what_is_not_a_finite_number(
         make()
 
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("clock", "shown"),
+    [
+        (ManualClock(), "ManualClock(now_ms=0.0)"),
+        (ManualClock(1500), "ManualClock(now_ms=1500.0)"),
+        (ManualClock(-2.5), "ManualClock(now_ms=-2.5)"),
+    ],
+)
+def test_a_manual_clock_shows_its_time_in_milliseconds(
+    clock: ManualClock, shown: str
+) -> None:
+    assert repr(clock) == shown
+
+
+def test_a_manual_clock_repr_follows_the_clock() -> None:
+    clock = ManualClock(1000)
+    clock.advance(0.5)
+    clock.set_us(clock.now_us() + 1)
+
+    assert repr(clock) == "ManualClock(now_ms=1500.001)"

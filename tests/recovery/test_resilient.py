@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from recovery_fakes import (
@@ -1141,3 +1142,207 @@ def test_async_face_lets_a_callers_own_cancellation_through() -> None:
     assert asyncio.run(scenario()) == "cancelled"
     assert resilient.stats().errors_by_code == {}
     assert resilient.stats().degraded_total == 0
+
+
+# Deadlines must be above 0: a zero deadline times every call out.
+
+
+@pytest.mark.parametrize(
+    ("deadline", "message"),
+    [
+        (0, "deadline must be above 0 (None for no deadline), got 0"),
+        (0.0, "deadline must be above 0 (None for no deadline), got 0.0"),
+        ("0ms", "deadline must be above 0 (None for no deadline), got '0ms'"),
+        (
+            timedelta(0),
+            "deadline must be above 0 (None for no deadline), "
+            "got datetime.timedelta(0)",
+        ),
+        (-1, "deadline must not be negative, got -1"),
+    ],
+)
+def test_a_deadline_not_above_zero_is_refused_by_every_face(
+    deadline: float | str | timedelta, message: str
+) -> None:
+    makers: list[Callable[[], object]] = [
+        lambda: ResilientStorage(FlakyStorage(), deadline=deadline),
+        lambda: AsyncResilientStorage(AsyncFlakyStorage(), deadline=deadline),
+        lambda: Throttler(FlakyStorage(), deadline=deadline),
+        lambda: AsyncThrottler(AsyncFlakyStorage(), deadline=deadline),
+    ]
+    for make_face in makers:
+        with pytest.raises(ConfigurationError) as info:
+            make_face()
+
+        assert (info.value.field, info.value.message) == ("deadline", message)
+
+
+def test_a_deadline_of_none_means_no_deadline() -> None:
+    _, resilient, _ = make_async(deadline=None)
+
+    decision = asyncio.run(resilient.hit("c", THROTTLES, 1))
+
+    assert (decision.allowed, decision.degraded) == (True, False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "message"),
+    [
+        (
+            {"breaker": "nope"},
+            "breaker",
+            "breaker must be a CircuitBreaker, got 'nope'",
+        ),
+        (
+            {"retry": 2},
+            "retry",
+            "retry must be an ExponentialBackoff or a RetryWithBackoff, got 2",
+        ),
+        (
+            {"failure_strategy": 42},
+            "failure_strategy",
+            "failure_strategy must be one of fail-open, fail-closed, local or a "
+            "recovery strategy (name, can_recover, recover); int has no name, "
+            "can_recover, recover",
+        ),
+    ],
+)
+def test_a_resilient_storage_refuses_objects_of_the_wrong_kind(
+    kwargs: dict[str, object], field: str, message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        ResilientStorage(FlakyStorage(), **kwargs)  # type: ignore[arg-type]
+
+    assert (info.value.field, info.value.message) == (field, message)
+
+
+# Fail-closed says why when the breaker is open.
+
+_CAUSE = (
+    "the storage failed 3 times in a row, retries included: REDIS_CONNECTION_FAILED"
+)
+
+
+def test_fail_closed_before_the_breaker_opens_names_the_storage_error() -> None:
+    storage, resilient, _ = make("fail-closed")
+    storage.fail(refused)
+
+    with pytest.raises(StorageUnavailableError) as info:
+        resilient.hit("c", THROTTLES, 1)
+
+    assert info.value.message == (
+        "the storage cannot decide (REDIS_CONNECTION_FAILED) and the failure "
+        "strategy is fail-closed: refusing the request"
+    )
+
+
+def test_fail_closed_while_open_says_the_breaker_refuses_and_why() -> None:
+    storage, resilient, clock = make("fail-closed")
+    storage.fail(refused)
+    for _ in range(3):
+        with pytest.raises(StorageUnavailableError):
+            resilient.hit("c", THROTTLES, 1)
+
+    clock.advance(1)
+    with pytest.raises(StorageUnavailableError) as info:
+        resilient.hit("c", THROTTLES, 1)
+
+    error = info.value
+    assert error.message == (
+        f"the circuit breaker is open ({_CAUSE}); fail-closed refuses the "
+        "request; retry in 4.000s"
+    )
+    assert error.context == {
+        "retry_after": 4.0,
+        "strategy": "fail-closed",
+        "error_code": "STORAGE_UNAVAILABLE",
+        "cause_code": "REDIS_CONNECTION_FAILED",
+    }
+    breaker_error = error.__cause__
+    assert isinstance(breaker_error, StorageUnavailableError)
+    assert breaker_error.message == (
+        "the circuit breaker is open: the storage failed 3 consecutive calls "
+        "(retries included) and is not asked until the cool-down ends"
+    )
+    assert breaker_error.context == {
+        "retry_after": 4.0,
+        "strategy": None,
+        "reason": "circuit_open",
+        "breaker": "open",
+        "failures": 3,
+        "cause_code": "REDIS_CONNECTION_FAILED",
+    }
+    assert isinstance(breaker_error.__cause__, RedisConnectionError)
+
+
+def test_async_fail_closed_while_open_says_the_breaker_refuses_and_why() -> None:
+    storage, resilient, clock = make_async("fail-closed")
+
+    async def scenario() -> StorageUnavailableError:
+        storage.sync.fail(refused)
+        for _ in range(3):
+            with pytest.raises(StorageUnavailableError):
+                await resilient.hit("c", THROTTLES, 1)
+
+        clock.advance(2.5)
+        with pytest.raises(StorageUnavailableError) as info:
+            await resilient.hit("c", THROTTLES, 1)
+
+        return info.value
+
+    error = asyncio.run(scenario())
+
+    assert error.message == (
+        f"the circuit breaker is open ({_CAUSE}); fail-closed refuses the "
+        "request; retry in 2.500s"
+    )
+
+
+# The breaker counts failed calls, retries included, and the log says so.
+
+
+def test_retries_count_toward_the_breaker_and_the_log_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sliding_window_throttler.recovery")
+    clock = ManualClock()
+    storage = FlakyStorage(MemoryStorage(clock=clock))
+    resilient = ResilientStorage(
+        storage,
+        failure_strategy="fail-open",
+        retry=RetryWithBackoff(ExponentialBackoff(2), sleep=clock.advance),
+        clock=clock,
+    )
+    storage.fail(refused)
+
+    hits(resilient, 2)
+    after_two = (storage.calls, resilient.breaker.state)
+    hits(resilient, 1)
+
+    assert after_two == (4, BreakerState.CLOSED)
+    assert (storage.calls, resilient.breaker.state) == (5, BreakerState.OPEN)
+    opened = [r.getMessage() for r in caplog.records if "breaker open" in r.msg]
+    assert opened == [
+        "circuit breaker open after 5 consecutive failed calls (retries included), "
+        "the last REDIS_CONNECTION_FAILED: the storage is not asked for 5s, the "
+        "'fail-open' strategy decides"
+    ]
+
+
+# FAILURE_STRATEGY and SWT_FAILURE_STRATEGY must agree.
+
+
+def test_twin_variables_that_disagree_are_refused_by_the_facades(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAILURE_STRATEGY", "fail-open")
+    monkeypatch.setenv("SWT_FAILURE_STRATEGY", "local")
+
+    with pytest.raises(ConfigurationError) as info:
+        Throttler(FlakyStorage())
+
+    assert info.value.field == "failure_strategy"
+    assert "SWT_FAILURE_STRATEGY and FAILURE_STRATEGY" in info.value.message
+    # An explicit argument replaces both variables, which are then not read.
+    throttler = Throttler(FlakyStorage(), failure_strategy="fail-closed")
+    assert throttler.storage.failure_strategy.name == "fail-closed"  # type: ignore[attr-defined]

@@ -40,6 +40,9 @@ class ManualClock:
     def __init__(self, start_ms: float = 0) -> None:
         self._now_us = _to_us(start_ms, 1000, "start_ms")
 
+    def __repr__(self) -> str:
+        return f"ManualClock(now_ms={self.now_ms()!r})"
+
     def now_us(self) -> int:
         """Return the current time in microseconds."""
         return self._now_us

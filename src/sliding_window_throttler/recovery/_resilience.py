@@ -28,6 +28,7 @@ from ..errors import (
     StorageError,
     StorageUnavailableError,
     ThrottlerError,
+    shown,
 )
 from ..storage.base import StorageHealth
 from .backoff import ExponentialBackoff, RetryWithBackoff
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _CLOSED = BreakerState.CLOSED  # read on every decision: not through the enum
+_HALF_OPEN = BreakerState.HALF_OPEN
 
 DEFAULT_DEADLINE = 0.25
 """
@@ -105,19 +107,12 @@ def make_failure_strategy(
             gives none (see ``FailClosed``).
 
     Raises:
-        ConfigurationError: for an unknown name.
+        ConfigurationError: for an unknown name, or an object that is not a
+            strategy.
     """
-    if not isinstance(mode, str):
+    mode = check_failure_strategy(mode)
+    if not isinstance(mode, FailureMode):
         return mode
-
-    try:
-        mode = FailureMode(mode)
-    except ValueError:
-        choices = ", ".join(m.value for m in FailureMode)
-        raise ConfigurationError(
-            "failure_strategy",
-            f"failure_strategy must be one of {choices}, got {mode!r}",
-        ) from None
 
     if mode is FailureMode.FAIL_OPEN:
         return FailOpen()
@@ -126,6 +121,98 @@ def make_failure_strategy(
         return FailClosed(retry_after=retry_after)
 
     return LocalFallback(app_servers=app_servers, clock=clock)
+
+
+def check_failure_strategy(
+    mode: FailureMode | str | RecoveryStrategy,
+) -> FailureMode | RecoveryStrategy:
+    """
+    The ``FailureMode`` a name stands for, or the strategy object itself.
+
+    Raises:
+        ConfigurationError: for an unknown name, or an object without the
+            ``name``, ``can_recover`` and ``recover`` of a strategy.
+    """
+    choices = ", ".join(m.value for m in FailureMode)
+    if isinstance(mode, str):
+        try:
+            return FailureMode(mode)
+        except ValueError:
+            raise ConfigurationError(
+                "failure_strategy",
+                f"failure_strategy must be one of {choices}, got {mode!r}",
+            ) from None
+
+    missing = [a for a in ("name", "can_recover", "recover") if not hasattr(mode, a)]
+    if missing:
+        raise ConfigurationError(
+            "failure_strategy",
+            f"failure_strategy must be one of {choices} or a recovery strategy "
+            f"(name, can_recover, recover); {type(mode).__name__} has no "
+            f"{', '.join(missing)}",
+        )
+
+    return mode
+
+
+def deadline_seconds(deadline: Duration | None) -> float | None:
+    """
+    A decision's deadline in seconds; None for no deadline.
+
+    Raises:
+        ConfigurationError: for a duration that is not above 0 (every call
+            would time out at once) or not a duration at all.
+    """
+    if deadline is None:
+        return None
+
+    deadline_ms = parse_duration_ms(deadline, field="deadline")
+    if deadline_ms < 1:
+        raise ConfigurationError(
+            "deadline",
+            f"deadline must be above 0 (None for no deadline), got {shown(deadline)}",
+        )
+
+    return deadline_ms / 1000
+
+
+def check_options(
+    *,
+    failure_strategy: FailureMode | str | RecoveryStrategy | None = None,
+    breaker: CircuitBreaker | None = None,
+    retry: ExponentialBackoff | RetryWithBackoff | None = None,
+    deadline: Duration | None = None,
+    app_servers: int | None = None,
+) -> None:
+    """
+    Refuse the first invalid argument of a resilient storage (None is unset).
+
+    The facades call it for memory storages too, which ignore these
+    arguments but must not hide a mistake in them.
+
+    Raises:
+        ConfigurationError: naming the argument.
+    """
+    if failure_strategy is not None:
+        check_failure_strategy(failure_strategy)
+
+    if breaker is not None and not isinstance(breaker, CircuitBreaker):
+        raise ConfigurationError(
+            "breaker", f"breaker must be a CircuitBreaker, got {shown(breaker)}"
+        )
+
+    if retry is not None and not isinstance(
+        retry, ExponentialBackoff | RetryWithBackoff
+    ):
+        raise ConfigurationError(
+            "retry",
+            "retry must be an ExponentialBackoff or a RetryWithBackoff, "
+            f"got {shown(retry)}",
+        )
+
+    deadline_seconds(deadline)
+    if app_servers is not None:
+        check_app_servers(app_servers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,15 +251,17 @@ class Resilience:
         app_servers: int,
         clock: Clock | None,
     ) -> None:
+        check_options(
+            failure_strategy=failure_strategy,
+            breaker=breaker,
+            retry=retry,
+            deadline=deadline,
+            app_servers=app_servers,
+        )
         self.clock = clock if clock is not None else MonotonicClock()
         self.breaker = breaker if breaker is not None else CircuitBreaker()
-        self.deadline_s = (
-            None
-            if deadline is None
-            else parse_duration_ms(deadline, field="deadline") / 1000
-        )
+        self.deadline_s = deadline_seconds(deadline)
         self.lockdown = lockdown
-        check_app_servers(app_servers)
         self.failure = make_failure_strategy(
             failure_strategy,
             app_servers=app_servers,
@@ -195,6 +284,7 @@ class Resilience:
         self._errors: Counter[str] = Counter()
         self._refused = 0
         self._open_cause: StorageError | None = None
+        self._open_failures = 0  # consecutive failed calls when it last opened
         self._episode: int | None = None
         self._quiet_until = 0
 
@@ -316,6 +406,7 @@ class Resilience:
         if transition is not None:
             if transition.new is BreakerState.OPEN:
                 self._open_cause = error
+                self._open_failures = transition.failures
 
             self._log_transition(transition, error)
 
@@ -378,12 +469,23 @@ class Resilience:
     def _unavailable(
         self, now_us: int, cause: BaseException | None
     ) -> StorageUnavailableError:
+        state = self.breaker.state
+        failures = self._open_failures or self.breaker.failure_threshold
+        until = "its probe answers" if state is _HALF_OPEN else "the cool-down ends"
+        # FailClosed words its refusal from this context (see FailClosed.recover).
+        context: dict[str, object] = {
+            "reason": "circuit_open",
+            "breaker": str(state),
+            "failures": failures,
+        }
+        if isinstance(cause, ThrottlerError):
+            context["cause_code"] = str(cause.code)
+
         error = StorageUnavailableError(
-            "the circuit breaker is open: the storage failed "
-            f"{self.breaker.failure_threshold} times in a row and is not asked "
-            "until the cool-down ends",
+            f"the circuit breaker is {state}: the storage failed {failures} "
+            f"consecutive calls (retries included) and is not asked until {until}",
             retry_after=self.breaker.retry_after(now_us),
-            context={"reason": "circuit_open"},
+            context=context,
         )
         error.__cause__ = cause
         return error
@@ -432,8 +534,9 @@ class Resilience:
     ) -> None:
         if transition.new is BreakerState.OPEN and transition.old is _CLOSED:
             logger.warning(
-                "circuit breaker open after %d consecutive storage failures (%s): "
-                "the storage is not asked for %.3gs, the %r strategy decides",
+                "circuit breaker open after %d consecutive failed calls (retries "
+                "included), the last %s: the storage is not asked for %.3gs, the "
+                "%r strategy decides",
                 transition.failures,
                 error.code if error is not None else "unknown",
                 self.breaker.cool_down_us / 1_000_000,
@@ -441,6 +544,7 @@ class Resilience:
             )
         elif transition.new is _CLOSED:
             self._open_cause = None
+            self._open_failures = 0
             logger.info("circuit breaker closed: the storage answers again")
         elif logger.isEnabledFor(logging.DEBUG):
             logger.debug("circuit breaker %s -> %s", transition.old, transition.new)

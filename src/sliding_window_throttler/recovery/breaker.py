@@ -1,8 +1,10 @@
 """
 A circuit breaker: a small state machine fed ``now``.
 
-After ``failure_threshold`` consecutive failures the breaker opens and callers
-stop waiting on the storage: they go straight to the failure strategy. After
+After ``failure_threshold`` consecutive failed calls the breaker opens and
+callers stop waiting on the storage: they go straight to the failure strategy.
+Each call counts, so a retry that fails counts as one more failure: with two
+attempts per decision, a threshold of 5 opens during the third decision. After
 ``cool_down`` it lets exactly one caller through as a probe (half-open); the
 probe's success closes it, its failure opens it for another cool-down.
 
@@ -113,7 +115,8 @@ class CircuitBreaker:
     for every call (``Clock.now_us()``).
 
     Args:
-        failure_threshold: Consecutive failures that open the breaker.
+        failure_threshold: Consecutive failed calls (retries included) that
+            open the breaker.
         cool_down: How long it stays open before a probe (seconds, a
             ``timedelta`` or a duration string such as ``"5s"``).
 

@@ -175,13 +175,39 @@ class FailClosed:
         if not retry_after > 0:
             retry_after = self.retry_after
 
+        details = {"error_code": str(error.code)}
+        if error.context.get("reason") == "circuit_open":
+            message = _breaker_refusal(error, retry_after)
+            if "cause_code" in error.context:
+                details["cause_code"] = error.context["cause_code"]
+        else:
+            message = (
+                f"the storage cannot decide ({error.code}) and the failure strategy "
+                "is fail-closed: refusing the request"
+            )
+
         raise StorageUnavailableError(
-            f"the storage cannot decide ({error.code}) and the failure strategy is "
-            "fail-closed: refusing the request",
-            retry_after=retry_after,
-            strategy=self.name,
-            context={"error_code": str(error.code)},
+            message, retry_after=retry_after, strategy=self.name, context=details
         ) from error
+
+
+def _breaker_refusal(error: ThrottlerError, retry_after: float) -> str:
+    """Why fail-closed refuses while the breaker keeps the storage away."""
+    # The breaker's own error (Resilience._unavailable) says what opened it;
+    # "STORAGE_UNAVAILABLE" alone would hide the storage's failure.
+    state = error.context.get("breaker", "open")
+    failures = error.context.get("failures")
+    why = "the storage keeps failing"
+    if failures is not None:
+        why = f"the storage failed {failures} times in a row, retries included"
+
+    if "cause_code" in error.context:
+        why += f": {error.context['cause_code']}"
+
+    return (
+        f"the circuit breaker is {state} ({why}); fail-closed refuses the "
+        f"request; retry in {retry_after:.3f}s"
+    )
 
 
 class SecurityLockdown:

@@ -6,7 +6,8 @@ protocols around a primary storage (usually Redis):
 
 1. A security lockdown, when configured, refuses locked-down clients first.
 2. A circuit breaker keeps calls away from a storage that failed
-   ``failure_threshold`` times in a row, for a cool-down; then one probe call
+   ``failure_threshold`` calls in a row (retries included), for a cool-down;
+   then one probe call
    tells whether it is back. Only the probe's answer counts then: a slow call
    that began before the breaker opened cannot close it.
 3. A failed call goes to the recovery manager: a retry where it is safe and
@@ -81,13 +82,14 @@ class ResilientStorage:
         failure_strategy: ``"fail-open"``, ``"fail-closed"`` (the default),
             ``"local"``, or a strategy object: what decides when the storage
             cannot.
-        breaker: The circuit breaker (default: 5 failures, 5 s cool-down).
+        breaker: The circuit breaker (default: 5 consecutive failed calls,
+            retries included; 5 s cool-down).
         retry: Retry attempts and backoff (``ExponentialBackoff``), or a
             ``RetryWithBackoff``; ``ExponentialBackoff(max_attempts=1)``
             disables retries.
         deadline: The longest a decision may take, retries included (default
-            0.25 s; None for no limit). Keep it above the storage's command
-            timeout.
+            0.25 s; None for no limit; otherwise above 0). Keep it above the
+            storage's command timeout.
         lockdown: A ``SecurityLockdown`` whose blocked clients are refused
             before the storage is asked.
         strategies: More strategies, tried before the failure strategy.
@@ -95,7 +97,8 @@ class ResilientStorage:
         clock: The clock of the breaker and the deadline (monotonic).
 
     Raises:
-        ConfigurationError: for a bad strategy name or duration.
+        ConfigurationError: for a bad strategy, breaker, retry, deadline (it
+            must be above 0) or ``app_servers``, naming it.
     """
 
     def __init__(
