@@ -15,11 +15,15 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
 from sliding_window_throttler import (
+    AsyncResilientStorage,
+    AsyncThrottler,
     ConfigurationError,
     StorageOperationError,
     StorageTimeoutError,
+    StorageUnavailableError,
     Throttle,
 )
+from sliding_window_throttler.recovery import BreakerState
 from sliding_window_throttler.storage import AsyncRedisStorage, RedisStorage
 from sliding_window_throttler.storage._redis_common import LIBRARY
 from sliding_window_throttler.storage.base import StorageHealth
@@ -563,6 +567,104 @@ def _debug_sleep(server: RedisServer, seconds: float) -> None:
         admin.execute_command("DEBUG", "SLEEP", seconds)
 
 
+@pytest.mark.redis
+@pytest.mark.parametrize("topology", ["standalone", "cluster"])
+def test_hits_that_only_wait_for_a_connection_never_open_the_breaker(
+    request: pytest.FixtureRequest, prefix: str, topology: str
+) -> None:
+    # Two resets hold both connections past the hits' deadline (0.25 s, less
+    # than pool_timeout): every hit waits for a slot, and never sends.
+    throttle = Throttle("api", 100, 60)
+    if topology == "cluster":
+        nodes: list[RedisServer] = request.getfixturevalue("redis_cluster").nodes
+        storage = AsyncRedisStorage.from_cluster(
+            [node.address for node in nodes],
+            prefix=prefix,
+            max_connections=2,
+            **TIMEOUTS,
+        )
+    else:
+        nodes = [request.getfixturevalue("fresh_redis_server")]
+        storage = AsyncRedisStorage.from_url(
+            nodes[0].url, prefix=prefix, max_connections=2, **TIMEOUTS
+        )
+
+    async def run() -> tuple[list[Any], AsyncResilientStorage, list[int]]:
+        throttler = AsyncThrottler(storage, failure_strategy="fail-closed")
+        assert isinstance(throttler.storage, AsyncResilientStorage)
+        await throttler.hit("warm", throttle)
+        _pause_clients(nodes, 0.6)
+        holders = [asyncio.ensure_future(storage.reset(f"h{i}")) for i in range(2)]
+        await asyncio.sleep(0.05)  # both connections are theirs
+        results = await asyncio.gather(
+            *(throttler.hit(f"c{i}", throttle) for i in range(40)),
+            return_exceptions=True,
+        )
+        await asyncio.gather(*holders)
+        totals = [
+            (await storage.peek(f"c{i}", [throttle], 0)).records[0].total_hits
+            for i in range(40)
+        ]
+        await storage.close()
+        return results, throttler.storage, totals
+
+    results, resilient, totals = asyncio.run(run())
+
+    causes = [error.__cause__ for error in results]
+    assert [type(error) for error in results] == [StorageUnavailableError] * 40
+    assert [type(cause) for cause in causes] == [StorageOperationError] * 40
+    assert [c.context["redis_error"] for c in causes] == ["max_connections"] * 40
+    assert not any(cause.outcome_unknown for cause in causes)
+    assert resilient.breaker.state is BreakerState.CLOSED
+    assert resilient.stats().errors_by_code == {"STORAGE_OPERATION_FAILED": 40}
+    assert totals == [0] * 40
+
+
+def _pause_clients(nodes: list[RedisServer], seconds: float) -> None:
+    """Hold every client's commands on these servers for ``seconds``."""
+    for node in nodes:
+        with node.client() as admin:
+            admin.execute_command("CLIENT", "PAUSE", int(seconds * 1000), "ALL")
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("client", ["passed-in", "cluster"])
+def test_storages_off_their_own_pool_cut_calls_at_the_deadline_they_are_given(
+    request: pytest.FixtureRequest, prefix: str, client: str
+) -> None:
+    throttle = Throttle("api", 5, 60)
+    if client == "cluster":
+        nodes: list[RedisServer] = request.getfixturevalue("redis_cluster").nodes
+        storage = AsyncRedisStorage.from_cluster(
+            [node.address for node in nodes], prefix=prefix, **TIMEOUTS
+        )
+    else:
+        nodes = [request.getfixturevalue("fresh_redis_server")]
+        storage = AsyncRedisStorage(
+            redis.asyncio.Redis(port=nodes[0].port, retry=AsyncRetry(NoBackoff(), 0)),
+            prefix=prefix,
+        )
+
+    async def run() -> tuple[bool, float, StorageTimeoutError]:
+        bound = storage.bound_calls(0.1)
+        await storage.hit("alice", [throttle], 1)
+        _pause_clients(nodes, 0.5)
+        began = time.monotonic()
+        with pytest.raises(StorageTimeoutError) as caught:
+            await storage.hit("alice", [throttle], 1)
+        elapsed = time.monotonic() - began
+        await asyncio.sleep(0.5)  # the pause ends
+        await storage.close()
+        await storage.client.aclose()
+        return bound, elapsed, caught.value
+
+    bound, elapsed, error = asyncio.run(run())
+
+    assert bound is True
+    assert 0.08 < elapsed < 0.3
+    assert error.outcome_unknown  # the hit was sent: it may have counted
+
+
 # Health
 
 
@@ -675,3 +777,98 @@ def test_tasks_finding_the_library_missing_share_one_load(
     with fresh_redis_server.client() as admin:
         stats = admin.info("commandstats")
     assert stats["cmdstat_function|load"]["calls"] == 1
+
+
+def test_a_task_waiting_for_a_cancelled_load_sends_it_and_is_decided(
+    fresh_redis_server: RedisServer,
+) -> None:
+    throttle = Throttle("api", 5, 60)
+
+    async def run() -> tuple[list[int], dict[str, int], int]:
+        proxy = await _SlowLoadProxy(fresh_redis_server.port, 0.1).start()
+        storage = AsyncRedisStorage.from_url(proxy.url, **TIMEOUTS)
+        resilient = AsyncResilientStorage(storage, deadline=1.0)
+        await asyncio.gather(*(resilient.hit(f"w{i}", [throttle], 1) for i in (1, 2)))
+        with fresh_redis_server.client() as admin:
+            admin.function_flush()
+            admin.config_resetstat()
+
+        # A's load is held in the proxy; B finds the library missing, waits
+        # for A's load, and finds it abandoned when A's caller gives up.
+        a = asyncio.ensure_future(
+            asyncio.wait_for(resilient.hit("a", [throttle], 1), 0.03)
+        )
+        await asyncio.sleep(0.01)
+        b = await resilient.hit("b", [throttle], 1)
+        with pytest.raises(TimeoutError):
+            await a
+
+        totals = [
+            (await storage.peek(who, [throttle], 0)).records[0].total_hits
+            for who in ("a", "b")
+        ]
+        await storage.close()
+        await proxy.aclose()
+        with fresh_redis_server.client() as admin:
+            loads = admin.info("commandstats")["cmdstat_function|load"]["calls"]
+        return (
+            [b.records[0].total_hits, *totals],
+            resilient.stats().errors_by_code,
+            loads,
+        )
+
+    totals, errors, loads = asyncio.run(run())
+
+    assert totals == [1, 0, 1]  # B admitted and counted once; A never ran
+    assert errors == {}
+    assert loads == 2  # A's, then B's own
+
+
+class _SlowLoadProxy:
+    """A TCP proxy to a server that holds each ``FUNCTION LOAD`` ``delay`` s."""
+
+    def __init__(self, port: int, delay: float) -> None:
+        self._target, self._delay = port, delay
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def start(self) -> _SlowLoadProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def aclose(self) -> None:
+        """Stop listening, and wait for the connections (closed first) to end."""
+        assert self._server is not None
+        self._server.close()
+        await asyncio.gather(*self._handlers)
+
+    async def _serve(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        reader, writer = await asyncio.open_connection("127.0.0.1", self._target)
+        await asyncio.gather(
+            self._pump(client_reader, writer, self._delay),
+            self._pump(reader, client_writer, 0.0),
+            return_exceptions=True,
+        )
+
+    @staticmethod
+    async def _pump(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float
+    ) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                if delay and b"FUNCTION" in data:
+                    await asyncio.sleep(delay)
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()

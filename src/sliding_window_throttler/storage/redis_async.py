@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from ..core.decision import Decision
@@ -68,11 +68,14 @@ class AsyncRedisStorage:
     and room for many tasks connecting at once), then give each command
     ``socket_timeout`` (100 ms) as one deadline, instead of redis-py's socket
     timeouts, which cost a task per command sent. A Cluster client keeps
-    redis-py's timeouts, and a client passed in its own settings.
+    redis-py's timeouts, and a client passed in its own settings; both are
+    cut at a resilient wrapper's deadline too (``bound_calls``).
 
     Clients built here keep at most ``max_connections`` commands in flight
     (100, so as many connections per server): a task beyond them waits up to
-    ``pool_timeout`` (0.5 s) for a free one. When the event loop that
+    ``pool_timeout`` (0.5 s), or the decision's deadline when that is
+    shorter, for a free one, then fails with ``StorageOperationError``
+    (nothing was sent). When the event loop that
     used the storage is closed (``asyncio.run`` returned) and another one
     calls it, they drop the old loop's connections and open new ones.
 
@@ -169,7 +172,8 @@ class AsyncRedisStorage:
                 to the server (to each node of a Cluster).
             pool_timeout: Seconds a task waits for a free connection when
                 ``max_connections`` commands are in flight (None: as long as
-                it takes); then ``StorageOperationError``.
+                it takes), or less when the decision's deadline comes first;
+                then ``StorageOperationError`` (the breaker stays closed).
             options: More redis-py client options (they win over ours).
 
         Raises:
@@ -418,14 +422,15 @@ class AsyncRedisStorage:
         commands together, library reloads included. For a resilient storage
         around this one, which then need not cut the calls itself.
 
-        Returns:
-            True when this storage does it (one it built from a URL or
-            Sentinel settings); False for a Cluster or a client passed in,
-            whose calls the caller must cut.
-        """
-        if self._pool is None:
-            return False
+        A decision still waiting for a free connection then fails as one that
+        found none (``StorageOperationError``, nothing sent); one cut after
+        sending, with its outcome unknown.
 
+        Returns:
+            True: every topology does it (through its pool for a client built
+            here from a URL or Sentinel settings; with a timer per command for
+            a Cluster or a client passed in).
+        """
         if self._bound is None or seconds < self._bound:
             self._bound = seconds
 
@@ -467,8 +472,10 @@ class AsyncRedisStorage:
     async def _send_once(self, command: Command, until: float | None) -> Any:
         """
         Send ``command`` for every task that needs it now: a task that finds
-        it in flight to the same node waits for that one and shares its reply
-        or error (after a ``FUNCTION FLUSH``, one load, not one a task).
+        it in flight to the same node waits for that one (up to ``until``,
+        loop time) and shares its reply or error (after a ``FUNCTION FLUSH``,
+        one load, not one a task). When the task sending it is cancelled
+        first, a waiting one sends it instead: their own hits never ran.
         """
         owner = None
         if self._cluster is not None:
@@ -476,15 +483,19 @@ class AsyncRedisStorage:
 
         node = getattr(owner, "name", None)
 
-        flight = self._flights.get(node)
-        if flight is not None:
-            return await asyncio.shield(flight)
+        while (flight := self._flights.get(node)) is not None:
+            with contextlib.suppress(_AbandonedLoad):  # then take it over
+                return await _cut_at(
+                    until, asyncio.shield(flight), "no reply to the load"
+                )
 
         flight = self._flights[node] = asyncio.get_running_loop().create_future()
         try:
             reply = await self._execute(command.args, command.key, until)
         except BaseException as exc:
-            flight.set_exception(exc if isinstance(exc, Exception) else _interrupted())
+            flight.set_exception(
+                exc if isinstance(exc, Exception) else _AbandonedLoad()
+            )
             flight.exception()  # retrieved, even if no task waits for it
             raise
         else:
@@ -503,20 +514,29 @@ class AsyncRedisStorage:
         if self._pool is not None:
             return await self._execute_pooled(args, loop, until)
 
+        # Off our pool, a timer per command cuts it at the decision's
+        # deadline; cut there, it may have been sent.
         if self._cluster is None:
-            return await self.client.execute_command(*args)
+            return await _cut_at(until, self.client.execute_command(*args))
 
-        await self._cluster.initialize()  # once; later calls return at once
+        # Once; later calls return at once. Cut there, nothing was sent.
+        await _cut_at(
+            until, self._cluster.initialize(), "Timeout connecting to Cluster"
+        )
         # Naming the node spares redis-py a COMMAND GETKEYS round trip per
         # FCALL; a MOVED reply still sends it to the new owner.
         node = self._cluster.get_node_from_key(key)
         slots = self._slots
         if slots is None:  # a client passed in keeps its own limits
-            return await self._cluster.execute_command(*args, target_nodes=node)
+            return await _cut_at(
+                until, self._cluster.execute_command(*args, target_nodes=node)
+            )
 
-        await self._take(slots)
+        await self._take(slots, until, loop)
         try:
-            return await self._cluster.execute_command(*args, target_nodes=node)
+            return await _cut_at(
+                until, self._cluster.execute_command(*args, target_nodes=node)
+            )
         finally:
             slots.release()
 
@@ -586,7 +606,8 @@ class AsyncRedisStorage:
     ) -> None:
         """
         Take a slot for one command, waiting up to the pool timeout (cut
-        shorter to end by ``until``, loop time, when given).
+        shorter to end by ``until``, loop time, when given); else raise
+        redis-py's ``MaxConnectionsError`` (nothing sent, outcome known).
         """
         if not slots.locked():
             await slots.acquire()  # returns at once
@@ -604,6 +625,10 @@ class AsyncRedisStorage:
         except TimeoutError:
             # Mapped as redis-py's own: no free connection, nothing sent.
             raise redis_errors.MaxConnectionsError("Too many connections") from None
+
+        if until is not None and loop is not None and loop.time() >= until:
+            slots.release()  # freed with the deadline: as late as none
+            raise redis_errors.MaxConnectionsError("Too many connections")
 
     def _enter_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """
@@ -650,9 +675,32 @@ def _within(
     return left if seconds is None else min(seconds, left)
 
 
-def _interrupted() -> Exception:
-    """What the tasks waiting for a load get when it was cancelled."""
-    return redis_errors.ConnectionError("another caller's load was cancelled")
+async def _cut_at(
+    until: float | None, call: Awaitable[T], timeout: str = "no reply in time"
+) -> T:
+    """
+    Await ``call``, cut at ``until`` (loop time) when given; the cut raises
+    redis-py's ``TimeoutError`` saying ``timeout``, whose words tell
+    ``map_redis_errors`` whether the command may have run.
+    """
+    if until is None:
+        return await call
+
+    cut = asyncio.timeout_at(until)
+    try:
+        async with cut:
+            return await call
+    except TimeoutError:
+        if not cut.expired():
+            raise
+
+        raise redis_errors.TimeoutError(
+            f"{timeout} (the decision's deadline)"
+        ) from None
+
+
+class _AbandonedLoad(Exception):
+    """A shared load whose sender was cancelled before its reply came."""
 
 
 def _abandon_connections(pool: Any) -> None:
