@@ -96,6 +96,9 @@ _FIELDS = 6
 """Integers per throttle in the decide entry's reply."""
 _RESET_ATTEMPTS = 5
 _CHECKED_MAX = 1024
+_INDEX_KEYS_MAX = 4096
+_CACHED_IDENTIFIER_MAX = 256
+"""Index keys of at most this many identifiers, this long, are kept (1 MB)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -733,6 +736,7 @@ class RedisCore:
 
     __slots__ = (
         "_checked",
+        "_index_keys",
         "_prepared",
         "functions",
         "limits",
@@ -778,6 +782,9 @@ class RedisCore:
         self.max_log_size = max_log_size
         self._checked: set[Throttle] = set()
         self._prepared: dict[tuple[Throttle, ...], _Prepared] = {}
+        # The index keys of recent identifiers: a hash costs more than the
+        # rest of building a command.
+        self._index_keys: dict[str, str] = {}
         self.limits: PoolLimits | None = None
         """The pool's limits, when the storage built its client."""
 
@@ -858,7 +865,15 @@ class RedisCore:
         ):
             _check_call(throttles, cost, now_us)
 
-        index = f"{self.prefix}:{{{identifier_tag(identifier)}}}"
+        index = self._index_keys.get(identifier)
+        if index is None:
+            index = f"{self.prefix}:{{{identifier_tag(identifier)}}}"
+            if len(identifier) <= _CACHED_IDENTIFIER_MAX:
+                if len(self._index_keys) >= _INDEX_KEYS_MAX:
+                    self._index_keys.clear()
+
+                self._index_keys[identifier] = index
+
         entry = prepared.fcall if self.functions else prepared.evalsha
         mode = "hit" if record else "peek"
         now = "" if now_us is None else now_us
