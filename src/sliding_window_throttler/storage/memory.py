@@ -139,60 +139,6 @@ def _held(pair: _Pair, keep: list[_Pair]) -> bool:
     return any(pair is kept for kept in keep)
 
 
-def _hit_once(pair: _Pair, throttle: Throttle, now: int) -> Decision | None:
-    """
-    ``judge`` and ``_record`` for the commonest hit, in fewer steps: cost 1,
-    on a pair that exists and is not blocked. None when the hit would start
-    a block (``_decide_one`` does that). The property tests run every hit
-    through here and compare it with the reference model.
-    """
-    times = pair  # the pair is the list of its times
-    start = pair.start
-    end = len(times)
-    limit = throttle.limit
-    ttl = throttle.ttl_us
-    if end - start >= limit:
-        # The oldest of the newest `limit` hits: while it is in the window,
-        # the window is full and the hit waits for exactly it to leave.
-        wait = times[end - limit] + ttl - now
-        if wait > 0:
-            if throttle.block_duration_us:
-                return None
-
-            raw = (
-                throttle.name,
-                limit,
-                _LIMIT_REACHED,
-                limit,
-                1,
-                wait,
-                wait,
-                False,
-                False,
-            )
-            return make_decision((raw,), False, wait / US_PER_S)
-
-    if pair.ttl_us != ttl:
-        return None  # a changed window moves the pair's expiry: _record notes it
-
-    expired = bisect_right(times, now - ttl, start) - start
-    in_window = end - start - expired
-    expires_in = times[end - in_window] + ttl - now if in_window else ttl
-    # Admitted: the newest limit-th time has left the window, so every time
-    # beyond the limit (a lowered one) has left too and `expired` covers it.
-    if expired:
-        start += expired
-        if start > _COMPACT_AFTER and start * 2 >= end:
-            del times[:start]
-            start = 0
-
-        pair.start = start
-
-    times.append(now)
-    raw = (throttle.name, limit, _ADMITTED, in_window, 1, 0, expires_in, True, False)
-    return make_decision((raw,), True, 0.0)
-
-
 class MemoryStorage:
     """
     Exact sliding-window storage in process memory; thread-safe.
@@ -295,8 +241,12 @@ class MemoryStorage:
     def hit_one(self, identifier: str, throttle: Throttle, cost: int) -> Decision:
         """
         ``hit(identifier, (throttle,), cost)`` on the storage's clock: the
-        path ``Throttler.hit`` takes for one throttle, which spares a busy
-        client a few steps (above all when its window is full).
+        path ``Throttler.hit`` takes for one throttle.
+
+        The commonest hit (cost 1 on a known, unblocked pair that needs no
+        block, eviction or expiry note) is decided here in a few steps; the
+        rest goes to ``_decide_one``. The property tests run every hit
+        through here and compare it with the reference model.
         """
         lock = self._lock
         lock.acquire()  # not `with`: half the cost, on every decision
@@ -311,18 +261,68 @@ class MemoryStorage:
                 self._reclaim_due(now)
 
             client = self._clients.get(identifier)
-            pair = client.get(throttle.name) if client is not None else None
-            if (
-                pair is not None
-                and cost == 1
-                and pair.blocked_until <= now
-                and not self._lru
-            ):
-                decision = _hit_once(pair, throttle, now)
-                if decision is not None:
-                    return decision
+            if client is None or cost != 1 or self._lru:
+                return self._decide_one(identifier, throttle, cost, now, True)
 
-            return self._decide_one(identifier, throttle, cost, now, True)
+            times = client.get(throttle.name)  # a pair is the list of its times
+            if times is None or times.blocked_until > now:
+                return self._decide_one(identifier, throttle, cost, now, True)
+
+            start = times.start
+            end = len(times)
+            limit = throttle.limit
+            ttl = throttle.ttl_us
+            if end - start >= limit:
+                # The oldest of the newest `limit` hits: while it is in the
+                # window, the window is full and the hit waits for it to leave.
+                wait = times[end - limit] + ttl - now
+                if wait > 0:
+                    if throttle.block_duration_us:
+                        return self._decide_one(identifier, throttle, 1, now, True)
+
+                    raw = (
+                        throttle.name,
+                        limit,
+                        _LIMIT_REACHED,
+                        limit,
+                        1,
+                        wait,
+                        wait,
+                        False,
+                        False,
+                    )
+                    return make_decision((raw,), False, wait / US_PER_S)
+
+            if times.ttl_us != ttl:  # a changed window: _record notes the expiry
+                return self._decide_one(identifier, throttle, 1, now, True)
+
+            expired = bisect_right(times, now - ttl, start) - start
+            in_window = end - start - expired
+            expires_in = times[end - in_window] + ttl - now if in_window else ttl
+            # Admitted: the newest limit-th time has left the window, so every
+            # time beyond the limit (a lowered one) has left too: `expired`
+            # covers it.
+            if expired:
+                start += expired
+                if start > _COMPACT_AFTER and start * 2 >= end:
+                    del times[:start]
+                    start = 0
+
+                times.start = start
+
+            times.append(now)
+            raw = (
+                throttle.name,
+                limit,
+                _ADMITTED,
+                in_window,
+                1,
+                0,
+                expires_in,
+                True,
+                False,
+            )
+            return make_decision((raw,), True, 0.0)
         finally:
             lock.release()
 
