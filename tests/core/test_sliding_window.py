@@ -20,52 +20,51 @@ A = Outcome.ADMITTED
 FULL = Outcome.LIMIT_REACHED
 BLOCKED = Outcome.BLOCKED
 
-# (times, blocked_until, now, limit, ttl, cost[, start])
-#   -> (outcome, expired, in_window, wait, expires_in)
+# (times, blocked_until, now, limit, ttl, cost[, head])
+#   -> (outcome, in_window, wait, expires_in)
 JUDGEMENTS = [
     # An empty pair admits.
-    (([], 0, 0, 3, SECOND, 1), (A, 0, 0, 0, 0)),
+    (([], 0, 0, 3, SECOND, 1), (A, 0, 0, 0)),
     # Three hits at 0 fill 3/s until they leave at exactly 1 s.
-    (([0, 0, 0], 0, 999_000, 3, SECOND, 1), (FULL, 0, 3, 1_000, 1_000)),
-    (([0, 0, 0], 0, 999_999, 3, SECOND, 1), (FULL, 0, 3, 1, 1)),
-    (([0, 0, 0], 0, SECOND, 3, SECOND, 1), (A, 3, 0, 0, 0)),
+    (([0, 0, 0], 0, 999_000, 3, SECOND, 1), (FULL, 3, 1_000, 1_000)),
+    (([0, 0, 0], 0, 999_999, 3, SECOND, 1), (FULL, 3, 1, 1)),
+    (([0, 0, 0], 0, SECOND, 3, SECOND, 1), (A, 0, 0, 0)),
     # Cost 2 waits for the second oldest: 500 ms + 1 s - 700 ms.
-    (
-        ([0, 500_000, 600_000], 0, 700_000, 3, SECOND, 2),
-        (FULL, 0, 3, 800_000, 300_000),
-    ),
+    (([0, 500_000, 600_000], 0, 700_000, 3, SECOND, 2), (FULL, 3, 800_000, 300_000)),
     # Cost 2 fits once the oldest of two has left.
-    (([0, 500_000], 0, SECOND, 3, SECOND, 2), (A, 1, 1, 0, 500_000)),
+    (([0, 500_000], 0, SECOND, 3, SECOND, 2), (A, 1, 0, 500_000)),
     # A lowered limit: only the newest two of four count.
-    (([0, 1, 2, 3], 0, 10, 2, SECOND, 1), (FULL, 0, 2, 2 + SECOND - 10, SECOND - 8)),
+    (([0, 1, 2, 3], 0, 10, 2, SECOND, 1), (FULL, 2, 2 + SECOND - 10, SECOND - 8)),
     # A block that has not ended refuses even an empty window.
-    (([], 5 * SECOND, SECOND, 3, SECOND, 1), (BLOCKED, 0, 0, 4 * SECOND, 0)),
+    (([], 5 * SECOND, SECOND, 3, SECOND, 1), (BLOCKED, 0, 4 * SECOND, 0)),
     # A block that ends at now no longer holds.
-    (([], SECOND, SECOND, 3, SECOND, 1), (A, 0, 0, 0, 0)),
+    (([], SECOND, SECOND, 3, SECOND, 1), (A, 0, 0, 0)),
     # A block shorter than the full window waits for the window.
-    (([0, 0], 200_000, 100_000, 2, SECOND, 1), (BLOCKED, 0, 2, 900_000, 900_000)),
+    (([0, 0], 200_000, 100_000, 2, SECOND, 1), (BLOCKED, 2, 900_000, 900_000)),
     # Cost 0 is admitted on a full window, refused under a block.
-    (([0, 0], 0, 1, 2, SECOND, 0), (A, 0, 2, 0, SECOND - 1)),
-    (([0, 0], 10, 1, 2, SECOND, 0), (BLOCKED, 0, 2, 9, SECOND - 1)),
+    (([0, 0], 0, 1, 2, SECOND, 0), (A, 2, 0, SECOND - 1)),
+    (([0, 0], 10, 1, 2, SECOND, 0), (BLOCKED, 2, 9, SECOND - 1)),
     # A cost above the limit can never succeed, blocked or not.
-    (([], 0, 0, 3, SECOND, 4), (Outcome.COST_EXCEEDS_LIMIT, 0, 0, NEVER, 0)),
-    (
-        ([0], SECOND, 0, 3, SECOND, 4),
-        (Outcome.COST_EXCEEDS_LIMIT, 0, 1, NEVER, SECOND),
-    ),
+    (([], 0, 0, 3, SECOND, 4), (Outcome.COST_EXCEEDS_LIMIT, 0, NEVER, 0)),
+    (([0], SECOND, 0, 3, SECOND, 4), (Outcome.COST_EXCEEDS_LIMIT, 1, NEVER, SECOND)),
     # A 1 us window: a hit leaves one microsecond after it was made.
-    (([5], 0, 5, 1, 1, 1), (FULL, 0, 1, 1, 1)),
-    (([5], 0, 6, 1, 1, 1), (A, 1, 0, 0, 0)),
-    # Times before `start` were dropped: they neither count nor expire.
-    (([0, 0, 0, 7, 8], 0, 9, 2, SECOND, 1, 3), (FULL, 0, 2, SECOND - 2, SECOND - 2)),
-    (([0, 0, 0, 7, 8], 0, SECOND + 7, 2, SECOND, 1, 3), (A, 1, 1, 0, 1)),
+    (([5], 0, 5, 1, 1, 1), (FULL, 1, 1, 1)),
+    (([5], 0, 6, 1, 1, 1), (A, 0, 0, 0)),
+    # A wrapped ring: oldest at the head (index 2), newest just before it.
+    (([7, 8, 3, 4], 0, 9, 4, SECOND, 1, 2), (FULL, 4, SECOND - 6, SECOND - 6)),
+    (([7, 8, 3, 4], 0, SECOND + 3, 4, SECOND, 1, 2), (A, 3, 0, 1)),
+    (([7, 8, 3, 4], 0, SECOND + 7, 4, SECOND, 2, 2), (A, 1, 0, 1)),
+    (([7, 8, 3, 4], 0, SECOND + 5, 4, SECOND, 3, 2), (FULL, 2, 2, 2)),
+    # A wrapped ring under a lowered limit: its newest two are 7 and 8.
+    (([7, 8, 3, 4], 0, 9, 2, SECOND, 1, 2), (FULL, 2, SECOND - 2, SECOND - 2)),
+    (([7, 8, 3, 4], 0, SECOND + 7, 2, SECOND, 1, 2), (A, 1, 0, 1)),
 ]
 
 
 @pytest.mark.parametrize(("arguments", "expected"), JUDGEMENTS)
 def test_judge_applies_the_decision_contract(
     arguments: tuple[int | list[int], ...],
-    expected: tuple[Outcome, int, int, int, int],
+    expected: tuple[Outcome, int, int, int],
 ) -> None:
     assert judge(*arguments) == expected
 

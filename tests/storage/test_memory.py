@@ -8,10 +8,10 @@ by the reference model (``test_memory_model.py`` does that on random traffic).
 from __future__ import annotations
 
 import asyncio
-import bisect
 import gc
 import logging
 import math
+import random
 import sys
 import threading
 import time
@@ -31,6 +31,7 @@ from sliding_window_throttler import (
     Throttler,
     ThrottleRecord,
 )
+from sliding_window_throttler.core.sliding_window import count_left
 from sliding_window_throttler.storage import memory
 from sliding_window_throttler.storage.base import StorageHealth
 
@@ -204,6 +205,37 @@ def test_lowered_limit_keeps_the_newest_admissions() -> None:
     # The newest two are 1000 and 2000 ms: the wait runs to 11 s, not 10 s.
     assert _seen(refused, 3000, 1) == Row(3000, False, 3, 0, 8, 8, 8.0, FULL)
     assert _seen(later, 11_000, 1) == Row(11_000, True, 2, 0, 1, -1, 0.0, A)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 10, 100])
+def test_a_pair_never_keeps_more_than_limit_times(limit: int) -> None:
+    # Hits at gaps that keep the window sliding, with costs that wrap the
+    # ring in one write.
+    rng = random.Random(limit)
+    storage = MemoryStorage(clock=ManualClock())
+    throttler = Throttler(storage)
+    throttle = Throttle("api", limit, 1)
+    now_ms = 0.0
+    longest = 0
+    for _ in range(50 * limit):
+        now_ms += rng.choice([0, 1, 10, 100, 400])
+        throttler.hit("client", throttle, cost=rng.randint(0, limit), now_ms=now_ms)
+        pairs = storage._clients.get("client", {})
+        longest = max(longest, len(pairs.get("api", [])))
+
+    assert longest == limit
+
+
+def test_a_lowered_limit_shrinks_the_pair_at_its_next_write() -> None:
+    storage = MemoryStorage(clock=ManualClock())
+    throttler = Throttler(storage)
+    for at_ms in range(4):
+        assert throttler.hit("client", Throttle("api", 4, 0.01), now_ms=at_ms).allowed
+
+    lowered = Throttle("api", 2, 0.01)
+    assert not throttler.hit("client", lowered, now_ms=11).allowed  # 2 and 3 count
+    assert throttler.hit("client", lowered, now_ms=12).allowed
+    assert sorted(storage._clients["client"]["api"]) == [3_000, 12_000]
 
 
 def test_refused_hit_is_recorded_in_no_throttle() -> None:
@@ -498,11 +530,11 @@ def test_threads_on_one_key_admit_exactly_the_limit(
     # Each decision lets other threads run between reading the window and
     # recording the hit (a storage without its lock then admits about a third
     # too many): only the storage's lock keeps the count exact.
-    def yielding_bisect(*args: Any) -> int:
+    def yielding_count_left(*args: Any) -> int:
         time.sleep(0)
-        return bisect.bisect_right(*args)
+        return count_left(*args)
 
-    monkeypatch.setattr(memory, "bisect_right", yielding_bisect)
+    monkeypatch.setattr(memory, "count_left", yielding_count_left)
     throttler = Throttler(MemoryStorage(clock=ManualClock(start_ms=1000)))
     throttle = Throttle("api", 100, 60)
     start = threading.Barrier(32)

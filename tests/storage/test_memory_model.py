@@ -172,10 +172,48 @@ def test_changed_limits_and_a_clock_that_steps_back_decide_as_the_model(
         assert as_verdict(got) == want, f"step {number}: {step} at {now_us} us"
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(1, 6), min_size=3, max_size=3),
+    st.sampled_from([0, 500, 5000]),
+    moves,
+)
+def test_shorter_windows_and_changed_limits_decide_as_the_model(
+    limits: list[int], block_ms: int, steps: list[Move]
+) -> None:
+    # The window of one throttle name shrinks in turn (3 s, 1 s, 5 ms) while
+    # its limit changes: the pairs' rings carry over. (A longer window cannot
+    # be compared: the storage forgets a client idle past its old window.)
+    windows = (3, 1, 0.005)
+    versions = [
+        Throttle("api", n, ttl, block_ms / 1000)
+        for n, ttl in zip(limits, windows, strict=True)
+    ]
+    clock = ManualClock(start_ms=10_000)
+    throttler = Throttler(MemoryStorage(clock=clock))
+    model = Model(one_clock=True)
+    now_us = 10_000_000
+    version = 0
+    for number, step in enumerate(steps):
+        now_us += step.delta_us
+        clock.set_us(now_us)
+        version = max(version, step.version)
+        throttle = versions[version]
+        spec = [spec_of(throttle)]
+        if step.peek:
+            got = throttler.peek(step.identifier, throttle, cost=step.cost)
+            want = model.peek(step.identifier, spec, step.cost, now_us)
+        else:
+            got = throttler.hit(step.identifier, throttle, cost=step.cost)
+            want = model.hit(step.identifier, spec, step.cost, now_us)
+
+        assert as_verdict(got) == want, f"step {number}: {step} at {now_us} us"
+
+
 @pytest.mark.parametrize("limit", [33, 64, 257])
 def test_long_runs_on_large_limits_decide_as_the_model(limit: int) -> None:
-    # Enough hits that dropped times pile up before the pair slices them off
-    # (more than 32 at a time), at gaps that keep the window sliding.
+    # Enough hits that each ring wraps around many times, at gaps that keep
+    # the window sliding.
     rng = random.Random(limit)
     throttle = Throttle("api", limit, 1)
     clock = ManualClock()
@@ -187,4 +225,26 @@ def test_long_runs_on_large_limits_decide_as_the_model(limit: int) -> None:
         clock.set_us(now_us)
         got = throttler.hit("one", throttle)
         want = model.hit("one", [spec_of(throttle)], 1, now_us)
+        assert as_verdict(got) == want, f"hit {number} at {now_us} us"
+
+
+@pytest.mark.parametrize("limits", [(2, 3), (7, 33), (64, 5)])
+def test_long_runs_of_two_throttles_and_costs_decide_as_the_model(
+    limits: tuple[int, int],
+) -> None:
+    # Hits on two throttles at once, with costs, wrap both rings many times
+    # through the general path (the one-throttle shortcut is not taken).
+    rng = random.Random(sum(limits))
+    throttles = [Throttle("a", limits[0], 1), Throttle("b", limits[1], 0.25)]
+    specs = [spec_of(t) for t in throttles]
+    clock = ManualClock()
+    throttler = Throttler(MemoryStorage(clock=clock))
+    model = Model()
+    now_us = 0
+    for number in range(40 * max(limits)):
+        now_us += rng.choice([0, 1, 500, 3_000, 9_000, 40_000, 120_000])
+        clock.set_us(now_us)
+        cost = rng.choice([1, 1, 1, 0, 2, 3])
+        got = throttler.hit("one", *throttles, cost=cost)
+        want = model.hit("one", specs, cost, now_us)
         assert as_verdict(got) == want, f"hit {number} at {now_us} us"

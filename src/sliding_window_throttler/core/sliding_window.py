@@ -1,13 +1,15 @@
 """
 The window arithmetic of the decision contract, on integer microseconds.
 
-A pair (identifier, throttle) keeps the times of its admitted hits in ascending
-order, at most ``limit`` of them, plus the time its block ends. Hits at
-``t <= now - ttl`` have left the window. A hit of cost ``c`` is admitted when
-the pair is not blocked and at most ``limit - c`` hits remain in the window.
-When it is refused for a full window, the wait is the time until enough of the
-oldest hits leave: the ``c``-th oldest of the newest ``limit`` hits, plus
-``ttl``, minus ``now``.
+A pair (identifier, throttle) keeps a ring of its last ``limit`` admission
+times, plus the time its block ends. The ring is a list that grows to
+``limit`` entries and then wraps: the oldest time is at ``head``, and the
+times ascend from there around the ring (``times[head:]``, then
+``times[:head]``). Hits at ``t <= now - ttl`` have left the window. A hit of
+cost ``c`` is admitted when the pair is not blocked and the ``c``-th oldest of
+the last ``limit`` slots has left the window (a slot never written counts as
+long ago). When it is refused for a full window, the wait is the time until
+that hit leaves: its time plus ``ttl`` minus ``now``.
 
 Everything here is pure: times arrive as arguments, nothing is read or stored.
 """
@@ -35,6 +37,7 @@ __all__ = [
     "US_PER_S",
     "ceil_seconds",
     "combine",
+    "count_left",
     "judge",
     "make_record",
 ]
@@ -53,53 +56,68 @@ def judge(
     limit: int,
     ttl_us: int,
     cost: int,
-    start: int = 0,
-) -> tuple[Outcome, int, int, int, int]:
+    head: int = 0,
+) -> tuple[Outcome, int, int, int]:
     """
     Decide one throttle for one hit.
 
     Args:
-        times: Admission times in ascending order from ``start`` on (those
-            before ``start`` are already dropped); only the newest ``limit``
-            count (older ones may linger after a limit was lowered).
-        blocked_until_us: When the pair's block ends (0 when never blocked).
+        times: The pair's ring of admission times, oldest at ``head``; only
+            the newest ``limit`` count (more linger after a limit was lowered,
+            until the next write keeps the newest).
+        blocked_until_us: When the pair's block ends.
         now_us: The time of the hit.
         limit: Hits allowed per window.
         ttl_us: The window.
         cost: How many hits this one counts as.
-        start: Where the kept times begin in ``times``.
+        head: Where the oldest time is in ``times``.
 
     Returns:
-        ``(outcome, expired, in_window, wait_us, expires_in_us)``:
-        ``expired`` is how many kept times have left the window, ``in_window``
-        how many of the newest ``limit`` have not; ``wait_us`` is 0 when
-        admitted, ``NEVER`` when the hit can never be admitted, else the time
-        until a retry succeeds; ``expires_in_us`` is the time until the oldest
-        counted hit leaves the window (0 when none is counted).
+        ``(outcome, in_window, wait_us, expires_in_us)``: ``in_window`` is how
+        many of the newest ``limit`` times are in the window; ``wait_us`` is 0
+        when admitted, ``NEVER`` when the hit can never be admitted, else the
+        time until a retry succeeds; ``expires_in_us`` is the time until the
+        oldest counted hit leaves the window (0 when none is counted).
     """
-    end = len(times)
-    expired = bisect_right(times, now_us - ttl_us, start) - start
-    in_window = end - start - expired
-    if in_window > limit:
-        in_window = limit
+    size = len(times)
+    # Times are counted from the first in the window, or the first of the
+    # newest `limit`, whichever is later (oldest first, 0 is the oldest).
+    first = count_left(times, head, now_us - ttl_us)
+    if first < size - limit:
+        first = size - limit
 
-    expires_in = times[end - in_window] + ttl_us - now_us if in_window else 0
+    in_window = size - first
+    expires_in = 0
+    if in_window:
+        expires_in = times[(head + first) % size] + ttl_us - now_us
+
     if cost > limit:
-        return _COST_EXCEEDS_LIMIT, expired, in_window, NEVER, expires_in
+        return _COST_EXCEEDS_LIMIT, in_window, NEVER, expires_in
 
     window_wait = 0
     if in_window + cost > limit:
-        # The cost-th oldest among the newest `limit` admissions must leave.
-        window_wait = times[end - limit + cost - 1] + ttl_us - now_us
+        # The cost-th oldest of the newest `limit` admissions must leave.
+        window_wait = times[(head + size - limit + cost - 1) % size] + ttl_us - now_us
 
     if blocked_until_us > now_us:
         wait = max(blocked_until_us - now_us, window_wait)
-        return _BLOCKED, expired, in_window, wait, expires_in
+        return _BLOCKED, in_window, wait, expires_in
 
     if window_wait:
-        return _LIMIT_REACHED, expired, in_window, window_wait, expires_in
+        return _LIMIT_REACHED, in_window, window_wait, expires_in
 
-    return _ADMITTED, expired, in_window, 0, expires_in
+    return _ADMITTED, in_window, 0, expires_in
+
+
+def count_left(times: Sequence[int], head: int, left_us: int) -> int:
+    """How many times of the ring (oldest at ``head``) are at or before ``left_us``."""
+    if not head:
+        return bisect_right(times, left_us)
+
+    if left_us < times[0]:  # times[:head] are the newest: all of them later
+        return bisect_right(times, left_us, head) - head
+
+    return len(times) - head + bisect_right(times, left_us, 0, head)
 
 
 def combine(records: Sequence[ThrottleRecord]) -> Decision:

@@ -1,9 +1,9 @@
 """
 The embedded storage: exact sliding windows in this process's memory.
 
-State per client is a dict of pairs, one per throttle name. A pair keeps the
-times of its admitted hits still in the window (never more than ``limit``) and
-when its block ends. Memory stays bounded whatever clients send:
+State per client is a dict of pairs, one per throttle name. A pair keeps a
+ring of its last ``limit`` admission times (never more) and when its block
+ends. Memory stays bounded whatever clients send:
 
 - Idle clients are reclaimed lazily: a heap orders clients by the time their
   last window and block end, and every decision first pops the clients that
@@ -26,7 +26,6 @@ import heapq
 import logging
 import math
 import threading
-from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,7 +34,7 @@ from time import monotonic_ns
 from ..core.clock import Clock, MonotonicClock
 from ..core.decision import NEVER, US_PER_S, Decision, Outcome, make_decision
 from ..core.rate import Throttle
-from ..core.sliding_window import judge
+from ..core.sliding_window import count_left, judge
 from ..errors import ConfigurationError, shown
 from .base import StorageHealth
 
@@ -80,28 +79,58 @@ class MemoryStats:
 
 class _Pair(list[int]):
     """
-    One (identifier, throttle) pair: the list of its admission times, in
-    ascending order from ``start`` on, never more than ``limit`` of them, and
-    when its block ends. (One object per pair, not a pair and its list: a
-    million clients are half as many objects for the garbage collector.)
+    One (identifier, throttle) pair: the ring of its last ``limit`` admission
+    times (oldest at ``head``, see ``core.sliding_window``) and when its block
+    ends. (One object per pair, not a pair and its list: a million clients are
+    half as many objects for the garbage collector.)
 
-    Dropped times stay before ``start`` until they are half the list, then go
-    in one slice: a decision never moves the whole list (O(1) amortized,
-    whatever the limit), and the list holds at most twice ``limit`` entries.
+    The list grows to ``limit`` entries and never beyond: from then on, each
+    admission overwrites the oldest time. Nothing is ever trimmed, so a
+    decision costs the same at any limit.
     """
 
-    __slots__ = ("blocked_until", "start", "ttl_us")
+    __slots__ = ("blocked_until", "head", "ttl_us")
 
     def __init__(self, ttl_us: int) -> None:
-        self.start = 0
+        self.head = 0
         self.blocked_until = _NEVER_BLOCKED
         self.ttl_us = ttl_us
 
     def expires_at(self) -> int:
-        # The newest time is kept unless every time was dropped, and then it
-        # has left the window: either way it says when the pair expires.
-        last = self[-1] + self.ttl_us if self else 0
+        # The newest time sits just before the oldest (at the end when the
+        # ring has not wrapped); the pair expires when it leaves the window.
+        last = self[self.head - 1] + self.ttl_us if self else 0
         return max(last, self.blocked_until)
+
+    def record(self, now: int, cost: int, limit: int) -> None:
+        """Write ``cost`` admissions at ``now``, keeping the newest ``limit``."""
+        size = len(self)
+        head = self.head
+        if size < limit and cost == 1 and not head:
+            self.append(now)  # the commonest write, before the ring is full
+            return
+
+        if size > limit or (head and size < limit):
+            # A changed limit: the newest admissions, oldest first.
+            self[:] = (self[head:] + self[:head])[-limit:]
+            size, head = len(self), 0
+
+        room = limit - size  # the ring wraps only once it is full (head 0)
+        if cost <= room:
+            self.extend([now] * cost)
+            return
+
+        if room:
+            self.extend([now] * room)
+            cost -= room
+
+        # Overwrite the `cost` oldest, from the head on, around the end.
+        first = min(cost, limit - head)
+        self[head : head + first] = [now] * first
+        if cost > first:
+            self[: cost - first] = [now] * (cost - first)
+
+        self.head = (head + cost) % limit
 
 
 _Client = dict[str, _Pair]
@@ -109,15 +138,13 @@ _ADMITTED = Outcome.ADMITTED
 _LIMIT_REACHED = Outcome.LIMIT_REACHED
 
 
-_COMPACT_AFTER = 32
-"""Dropped times a pair keeps before it considers slicing them off."""
 _RESCAN_US = 1_000_000
 """How long a full storage trusts its scan of when room appears."""
 
 
 def _judge(
     pair: _Pair | None, throttle: Throttle, cost: int, now: int
-) -> tuple[Outcome, int, int, int, int]:
+) -> tuple[Outcome, int, int, int]:
     if pair is None:
         return judge(
             _NO_TIMES, _NEVER_BLOCKED, now, throttle.limit, throttle.ttl_us, cost
@@ -130,7 +157,7 @@ def _judge(
         throttle.limit,
         throttle.ttl_us,
         cost,
-        pair.start,
+        pair.head,
     )
 
 
@@ -264,18 +291,19 @@ class MemoryStorage:
             if client is None or cost != 1 or self._lru:
                 return self._decide_one(identifier, throttle, cost, now, True)
 
-            times = client.get(throttle.name)  # a pair is the list of its times
+            times = client.get(throttle.name)  # a pair is the ring of its times
             if times is None or times.blocked_until > now:
                 return self._decide_one(identifier, throttle, cost, now, True)
 
-            start = times.start
-            end = len(times)
+            size = len(times)
+            head = times.head
             limit = throttle.limit
             ttl = throttle.ttl_us
-            if end - start >= limit:
+            if size >= limit:
                 # The oldest of the newest `limit` hits: while it is in the
                 # window, the window is full and the hit waits for it to leave.
-                wait = times[end - limit] + ttl - now
+                oldest = head + size - limit
+                wait = times[oldest - size if oldest >= size else oldest] + ttl - now
                 if wait > 0:
                     if throttle.block_duration_us:
                         return self._decide_one(identifier, throttle, 1, now, True)
@@ -293,24 +321,27 @@ class MemoryStorage:
                     )
                     return make_decision((raw,), False, wait / US_PER_S)
 
-            if times.ttl_us != ttl:  # a changed window: _record notes the expiry
+            if size > limit or (head and size < limit) or times.ttl_us != ttl:
+                # A changed limit or window: _record rebuilds the ring or
+                # notes the pair's new expiry.
                 return self._decide_one(identifier, throttle, 1, now, True)
 
-            expired = bisect_right(times, now - ttl, start) - start
-            in_window = end - start - expired
-            expires_in = times[end - in_window] + ttl - now if in_window else ttl
-            # Admitted: the newest limit-th time has left the window, so every
-            # time beyond the limit (a lowered one) has left too: `expired`
-            # covers it.
-            if expired:
-                start += expired
-                if start > _COMPACT_AFTER and start * 2 >= end:
-                    del times[:start]
-                    start = 0
+            # Admitted: the limit-th newest time has left the window, so the
+            # window holds fewer than `limit` and the new time fits.
+            in_window = size - count_left(times, head, now - ttl)
+            if in_window:
+                oldest = head + size - in_window
+                expires_in = times[oldest - size if oldest >= size else oldest]
+                expires_in += ttl - now
+            else:
+                expires_in = ttl  # the hit recorded now is the oldest
 
-                times.start = start
+            if size < limit:
+                times.append(now)  # not wrapped yet: the head is 0
+            else:
+                times[head] = now
+                times.head = head + 1 if head + 1 < limit else 0
 
-            times.append(now)
             raw = (
                 throttle.name,
                 limit,
@@ -435,13 +466,13 @@ class MemoryStorage:
 
         raw = []
         for throttle, pair, verdict in zip(throttles, pairs, verdicts, strict=True):
-            outcome, expired, in_window, wait, expires_in = verdict
+            outcome, in_window, wait, expires_in = verdict
             if recorded and not in_window:
                 expires_in = throttle.ttl_us  # the hit recorded now is the oldest
 
             blocked = pair is not None and pair.blocked_until > now
             if recorded and commit:
-                self._record(identifier, throttle, pair, expired, cost, now)
+                self._record(identifier, throttle, pair, cost, now)
             elif outcome is _LIMIT_REACHED and throttle.block_duration_us:
                 wait = self._start_block(throttle, pair, now, wait, commit)
                 blocked = True
@@ -476,19 +507,19 @@ class MemoryStorage:
             pair = client.get(throttle.name)
 
         if pair is None:
-            outcome, expired, in_window, wait, expires_in = judge(
+            outcome, in_window, wait, expires_in = judge(
                 _NO_TIMES, _NEVER_BLOCKED, now, throttle.limit, throttle.ttl_us, cost
             )
             blocked = False
         else:
-            outcome, expired, in_window, wait, expires_in = judge(
+            outcome, in_window, wait, expires_in = judge(
                 pair,
                 pair.blocked_until,
                 now,
                 throttle.limit,
                 throttle.ttl_us,
                 cost,
-                pair.start,
+                pair.head,
             )
             blocked = pair.blocked_until > now
 
@@ -501,11 +532,11 @@ class MemoryStorage:
                 and self._pairs >= self._max_pairs
                 and not self._make_room(identifier, [None], now, commit)
             ):
-                verdicts = [(outcome, expired, in_window, wait, expires_in)]
+                verdicts = [(outcome, in_window, wait, expires_in)]
                 return self._refuse_capacity((throttle,), verdicts, cost, now)
 
             if commit:
-                self._record(identifier, throttle, pair, expired, cost, now)
+                self._record(identifier, throttle, pair, cost, now)
 
             recorded = True
         else:
@@ -548,7 +579,6 @@ class MemoryStorage:
         identifier: str,
         throttle: Throttle,
         pair: _Pair | None,
-        expired: int,
         cost: int,
         now: int,
     ) -> _Pair:
@@ -560,24 +590,7 @@ class MemoryStorage:
             pair.ttl_us = throttle.ttl_us
             moved = True  # a shorter window can end the pair sooner than noted
 
-        times = pair  # the pair is the list of its times
-        # Expired hits never count again (the clock does not go back), and a
-        # lowered limit keeps only the newest admissions.
-        start = pair.start
-        drop = max(expired, len(times) - start + cost - throttle.limit)
-        if drop > 0:
-            start += drop
-            if start > _COMPACT_AFTER and start * 2 >= len(times):
-                del times[:start]
-                start = 0
-
-            pair.start = start
-
-        if cost == 1:
-            times.append(now)
-        else:
-            times.extend([now] * cost)
-
+        pair.record(now, cost, throttle.limit)
         if moved:
             self._note_expiry(identifier, pair.expires_at())
 
@@ -770,7 +783,7 @@ class MemoryStorage:
     def _refuse_capacity(
         self,
         throttles: Sequence[Throttle],
-        verdicts: list[tuple[Outcome, int, int, int, int]],
+        verdicts: list[tuple[Outcome, int, int, int]],
         cost: int,
         now: int,
     ) -> Decision:
@@ -781,10 +794,10 @@ class MemoryStorage:
                     t.name,
                     t.limit,
                     Outcome.CAPACITY,
-                    v[2],
+                    v[1],
                     cost,
                     wait,
-                    v[4],
+                    v[3],
                     False,
                     False,
                 )
