@@ -238,6 +238,23 @@ def test_a_lowered_limit_shrinks_the_pair_at_its_next_write() -> None:
     assert sorted(storage._clients["client"]["api"]) == [3_000, 12_000]
 
 
+def test_a_raised_limit_on_a_wrapped_ring_keeps_every_admission_in_order() -> None:
+    # Limit 2 wraps the ring on the third hit; limit 3 then grows it again.
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+    two, three = Throttle("api", 2, 0.01), Throttle("api", 3, 0.01)
+    for at_ms in (0, 4, 10):
+        assert throttler.hit("client", two, now_ms=at_ms).allowed
+
+    assert throttler.hit("client", three, now_ms=11).allowed  # 4, 10, 11
+    assert throttler.hit("client", three, now_ms=15).allowed  # 10, 11, 15
+    refused = throttler.hit("client", three, now_ms=16)
+    # Back to limit 2: its newest two, 11 and 15 ms, fill the window.
+    lowered = throttler.hit("client", two, now_ms=16)
+
+    assert _seen(refused, 16, 1) == Row(16, False, 4, 0, 1, 1, 0.004, FULL)
+    assert _seen(lowered, 16, 1) == Row(16, False, 3, 0, 1, 1, 0.005, FULL)
+
+
 def test_refused_hit_is_recorded_in_no_throttle() -> None:
     throttler = Throttler(MemoryStorage(clock=ManualClock()))
     burst = Throttle("burst", 1, 1)

@@ -248,3 +248,26 @@ def test_long_runs_of_two_throttles_and_costs_decide_as_the_model(
         got = throttler.hit("one", *throttles, cost=cost)
         want = model.hit("one", specs, cost, now_us)
         assert as_verdict(got) == want, f"hit {number} at {now_us} us"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_long_runs_with_limits_changing_under_one_name_decide_as_the_model(
+    seed: int,
+) -> None:
+    # Rings wrap, shrink and grow again as the limit of one name changes
+    # between hits (windows shrink only: see the test of shorter windows).
+    rng = random.Random(seed)
+    windows = sorted(rng.sample([0.002, 0.01, 0.05, 0.2], 3), reverse=True)
+    clock = ManualClock()
+    throttler = Throttler(MemoryStorage(clock=clock))
+    model = Model(one_clock=True)
+    now_us = 0
+    for number in range(3_000):
+        now_us += rng.choice([0, 1, 500, 2_000, 9_000])
+        clock.set_us(now_us)
+        ttl = windows[min(number // 1_000, 2)]
+        throttle = Throttle("api", rng.choice([1, 2, 3, 5, 8]), ttl)
+        cost = rng.choice([1, 1, 1, 0, 2, 4])
+        got = throttler.hit("one", throttle, cost=cost)
+        want = model.hit("one", [spec_of(throttle)], cost, now_us)
+        assert as_verdict(got) == want, f"hit {number} at {now_us} us: {throttle}"

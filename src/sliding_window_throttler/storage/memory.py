@@ -113,7 +113,8 @@ class _Pair(list[int]):
         if size > limit or (head and size < limit):
             # A changed limit: the newest admissions, oldest first.
             self[:] = (self[head:] + self[:head])[-limit:]
-            size, head = len(self), 0
+            size = len(self)
+            head = self.head = 0
 
         room = limit - size  # the ring wraps only once it is full (head 0)
         if cost <= room:

@@ -20,8 +20,9 @@ tostring() or `..` a time (that keeps 14 significant digits).
 
 It mirrors core/sliding_window.py `judge` and MemoryStorage `_decide` /
 `_record`: the non-empty slots of a ring hold exactly the times that
-MemoryStorage keeps for the pair, so both decide identically (the Python side
-builds the records with core/decision.py `make_record`).
+MemoryStorage keeps for the pair (the last `limit` admissions), so both decide
+identically (the Python side builds the records with core/decision.py
+`make_record`).
 
 Keys, all in the slot of the identifier's hash tag:
   keys[1]       the index: the identifier's throttle names, " a b c "
@@ -350,7 +351,9 @@ end
 
 -- A new string of `limit` slots holding the kept times and `cost` times `now`
 -- (a new pair, a changed limit, or a base too far behind), left in
--- ring.rebuilt for `store` to SET. O(limit), rare.
+-- ring.rebuilt for `store` to SET. O(limit), rare. Times older than the
+-- longest window can never count again: they become empty slots, which keeps
+-- every slot within SPAN of the new base.
 local function rebuild(ring, from, now, cost)
   local kept = {}
   if from < ring.cap then
@@ -359,9 +362,13 @@ local function rebuild(ring, from, now, cost)
       bad('key ', ring.key, ' does not hold a version 1 ring')
     end
 
+    local oldest_kept = now - MAX_DURATION_MS * 1000
     for i = from, ring.cap - 1 do
       local at = HEADER + ((ring.head + i) % ring.cap) * SLOT
-      kept[#kept + 1] = ring.base + struct.unpack(SLOT_FORMAT, raw, at + 1)
+      local t = ring.base + struct.unpack(SLOT_FORMAT, raw, at + 1)
+      if t > oldest_kept then
+        kept[#kept + 1] = t
+      end
     end
   end
 
@@ -378,22 +385,20 @@ local function rebuild(ring, from, now, cost)
   ring.rebuilt = table.concat(parts)
 end
 
--- MemoryStorage `_record`: drop the expired hits (and those beyond a lowered
--- limit), then append `cost` copies of `now`.
+-- MemoryStorage `_record`: `cost` copies of `now` overwrite the oldest slots
+-- (empty ones, or hits that have left the window: the hit was admitted), and a
+-- changed limit keeps the newest admissions. Nothing else is dropped, so the
+-- ring always holds the last `limit` admissions.
 local function record(ring, now, cost)
-  local oldest = ring.cap - ring.count
-  local drop = math.max(ring.first - oldest, ring.count + cost - ring.limit)
   if ring.cap ~= ring.limit or now - ring.base >= SPAN then
-    rebuild(ring, oldest + drop, now, cost)
+    local oldest = ring.cap - ring.count
+    rebuild(ring, math.max(oldest, ring.cap - ring.limit + cost), now, cost)
     return
   end
 
-  -- The cost oldest slots are overwritten below; clear the other dropped ones
-  -- so that a later, longer window cannot count them again.
-  fill(ring, math.max(cost, oldest), oldest + drop, EMPTY)
   fill(ring, 0, cost, struct.pack(SLOT_FORMAT, now - ring.base))
   ring.head = (ring.head + cost) % ring.cap
-  ring.count = ring.count - drop + cost
+  ring.count = math.min(ring.count + cost, ring.cap)
   write_header(ring)
 end
 
