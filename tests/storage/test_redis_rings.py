@@ -142,6 +142,29 @@ def test_a_full_big_ring_in_steady_traffic_reads_two_ranges(
     assert stats["cmdstat_setrange"]["calls"] == 2 * 50
 
 
+def test_a_rebuild_years_later_forgets_times_no_window_can_count(
+    storage: RedisStorage,
+) -> None:
+    # Slots hold 48 bits of microseconds past a base (8.9 years): a ring
+    # rebuilt ten years after its last hit must not try to keep that hit.
+    memory = MemoryStorage(clock=ManualClock())
+    ten_years_us = 10 * 365 * 86_400 * S
+    steps = [
+        (Throttle("api", 3, 1), 0),
+        (Throttle("api", 3, 1), 1),
+        (Throttle("api", 2, 86_400), ten_years_us),  # a new limit: a rebuild
+        (Throttle("api", 2, 86_400), ten_years_us + 1),
+        (Throttle("api", 2, 86_400), ten_years_us + 2),
+    ]
+    for number, (throttle, now_us) in enumerate(steps):
+        got = storage.hit("decade", [throttle], 1, now_us)
+        expected = memory.hit("decade", [throttle], 1, now_us)
+        assert got == expected, f"step {number} at {now_us} us"
+
+    assert [r.total_hits for r in got.records] == [3]
+    assert not got.allowed
+
+
 # Old servers: no SET ... PXAT (Redis 6.2), or no way to tell (before 7.0)
 
 
