@@ -54,7 +54,7 @@ def fields(raw: bytes) -> tuple[str, int, str, str, int | None]:
         ),
         pytest.param(
             PREFIX + b'"\x16\x03\x01\x00\xa5" 400 -',
-            ("192.0.2.7", (T0 + 3) * US, "\x16\x03\x01\x00\\xa5", "", 400),
+            ("192.0.2.7", (T0 + 3) * US, r"\x16\x03\x01\x00\xa5", "", 400),
             id="raw-bytes-in-request",
         ),
         pytest.param(
@@ -388,3 +388,13 @@ def test_a_logged_escape_and_the_byte_it_names_decode_apart() -> None:
 
     assert (raw.path, text.path) == ("/\\xff", "/\\\\xff")
     assert client.client == "a\\\\xff"
+
+
+def test_control_characters_decode_as_escapes_apart_from_the_logged_text() -> None:
+    raw = parsed(PREFIX + b'"GET /\x1b[31mred\xe2\x80\xae\t HTTP/1.1" 200 1')
+    text = parsed(PREFIX + rb'"GET /\x1b[31mred HTTP/1.1" 200 1')
+    client = parsed(b"a\x07" + PREFIX[9:] + b'"GET / HTTP/1.1" 200 1')
+
+    assert raw.path == "/\\x1b[31mred\\u202e\\x09"
+    assert text.path == "/\\\\x1b[31mred"
+    assert client.client == "a\\x07"

@@ -401,11 +401,17 @@ def test_a_pipe_closed_early_ends_quietly_with_exit_141(output: list[str]) -> No
     assert stderr == b""
 
 
-def test_a_pipe_closed_after_the_first_line_ends_quietly_with_exit_141() -> None:
+@pytest.mark.parametrize(
+    ("output", "first_line"), [([], b"swt replay\n"), (["--json"], b"{\n")]
+)
+def test_a_pipe_closed_after_the_first_line_ends_quietly_with_exit_141(
+    output: list[str], first_line: bytes
+) -> None:
     # `swt replay ... | head -1`: the reader goes away mid-report, which at
-    # 220 KB is well over what the pipe holds (64 KiB on Linux).
+    # 220 KB (450 KB as JSON) is well over what the pipe holds (64 KiB on
+    # Linux).
     process = subprocess.Popen(
-        [*SWT, "replay", BUNDLED_LOG, "--limit", "1/s", "--top", "100000"],
+        [*SWT, "replay", BUNDLED_LOG, "--limit", "1/s", "--top", "100000", *output],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         bufsize=0,
@@ -416,7 +422,7 @@ def test_a_pipe_closed_after_the_first_line_ends_quietly_with_exit_141() -> None
 
     _, stderr = process.communicate(timeout=60)
 
-    assert first == b"swt replay\n"
+    assert first == first_line
     assert process.returncode == 141
     assert stderr == b""
 

@@ -233,15 +233,21 @@ def parse_line(raw: bytes) -> Request | str:
 
 def decode_field(raw: bytes) -> str:
     """
-    Decode a client or request line so that distinct bytes stay distinct text.
+    Decode a client or request line so that distinct bytes stay distinct text,
+    and no text from a log can drive the terminal or the program reading it.
 
-    A byte that is not UTF-8 becomes ``\\xff``, and a backslash ``\\\\``: so
-    the byte 0xFF and the logged text ``\\xff`` (``\\\\xff`` once decoded) are
-    two clients, not one.
+    A byte that is not UTF-8 becomes ``\\xff``, a control character ``\\x1b``
+    (any character that is not printable, as ``escape_char`` writes it), and
+    a backslash ``\\\\``: so the byte 0xFF and the logged text ``\\xff``
+    (``\\\\xff`` once decoded) are two clients, not one.
     """
     # bytes.replace returns the line itself when it holds no backslash: the
     # usual case costs a scan, not a copy.
-    return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+    text = raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+
+    return "".join(c if c.isprintable() else escape_char(c) for c in text)
 
 
 def split_request(request: str) -> tuple[str, str]:

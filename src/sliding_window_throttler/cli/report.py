@@ -9,11 +9,13 @@ Each row of a table is one line: a client longer than ``MAX_CLIENT_CHARS``
 (an ``ip+path`` key) loses the middle of its text to an ellipsis, keeping
 the address and the end of the path; ``--json`` keeps every key whole.
 
-Text from the logs (clients, paths, file names, malformed lines) is shown
-with its control characters escaped (``\\x1b``), so that a log cannot drive
-the terminal that reads the report; so are the characters that the stream's
-encoding lacks (``PYTHONIOENCODING=ascii``), and the tables are then drawn in
-ASCII. The JSON stays exact: it escapes what it must itself.
+Text from the logs is shown with its control characters escaped
+(``\\x1b``), so that a log cannot drive the terminal that reads the report:
+clients and paths are escaped as they are read (``accesslog.decode_field``),
+in the JSON too; file names and malformed lines here. So are the characters
+that the stream's encoding lacks (``PYTHONIOENCODING=ascii``), and the tables
+are then drawn in ASCII. The JSON is exact JSON; file names appear in it as
+given.
 """
 
 from __future__ import annotations
@@ -120,7 +122,10 @@ def write_json(result: ReplayResult, stream: TextIO) -> None:
     if not _encodes(text, _encoding(stream)):
         text = json.dumps(report, indent=2)
 
-    stream.write(text + "\n")
+    # Line by line, as the text report: a pipe whose reader left mid-report
+    # then fails the next write. (One large write that the pipe takes only
+    # in part is not reported by Python's buffered writer.)
+    stream.writelines(line + "\n" for line in text.split("\n"))
 
 
 def write_text(result: ReplayResult, stream: TextIO) -> None:
