@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+import redis
 from recovery_fakes import (
     AsyncFlakyStorage,
     FlakyStorage,
@@ -18,6 +19,8 @@ from recovery_fakes import (
     refused,
     timed_out,
 )
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from sliding_window_throttler import (
     AsyncMemoryStorage,
@@ -25,6 +28,7 @@ from sliding_window_throttler import (
     Decision,
     ManualClock,
     MemoryStorage,
+    RedisStorage,
     Throttle,
     Throttler,
 )
@@ -1346,3 +1350,37 @@ def test_twin_variables_that_disagree_are_refused_by_the_facades(
     # An explicit argument replaces both variables, which are then not read.
     throttler = Throttler(FlakyStorage(), failure_strategy="fail-closed")
     assert throttler.storage.failure_strategy.name == "fail-closed"  # type: ignore[attr-defined]
+
+
+def _timeout_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "sliding_window_throttler.recovery.resilient"
+    ]
+
+
+def test_socket_timeouts_that_outlast_the_deadline_are_named_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = "redis://127.0.0.1:1/0"  # never connected: the check reads settings
+    caplog.set_level(logging.WARNING)
+    Throttler(RedisStorage.from_url(url))  # 50 + 100 ms within 250 ms
+    assert _timeout_warnings(caplog) == []
+
+    Throttler(RedisStorage.from_url(url, socket_timeout=1.0))
+    own = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+    Throttler(RedisStorage(own), deadline=0.1)
+
+    assert _timeout_warnings(caplog) == [
+        "a decision may wait longer than its deadline (250 ms) for a stalled "
+        "Redis: the storage's connect timeout (50 ms) and command timeout "
+        "(1000 ms) bound it on this synchronous face; lower "
+        "socket_connect_timeout and socket_timeout to fit the deadline, or "
+        "raise the deadline",
+        "a decision may wait longer than its deadline (100 ms) for a stalled "
+        "Redis: the storage's connect timeout (no limit) and command timeout "
+        "(no limit) bound it on this synchronous face; lower "
+        "socket_connect_timeout and socket_timeout to fit the deadline, or "
+        "raise the deadline",
+    ]

@@ -31,6 +31,7 @@ breaker cool-down. Single failures are logged at DEBUG.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,8 @@ from .manager import (
     RecoveryStrategy,
 )
 from .policy import FailureMode, SecurityLockdown
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ..config import ThrottlerSettings
@@ -125,6 +128,7 @@ class ResilientStorage:
             app_servers=app_servers,
             clock=clock,
         )
+        _warn_if_timeouts_outlast(primary, self._core.deadline_s)
 
     @classmethod
     def from_settings(
@@ -292,6 +296,34 @@ class ResilientStorage:
             raise
 
         return core.recovered(result, error)
+
+
+def _warn_if_timeouts_outlast(primary: Storage, deadline_s: float | None) -> None:
+    """
+    Say once, at start, that a sync decision can outlast its deadline: a
+    thread cannot be interrupted, so a stalled server holds it for the
+    storage's connect and command timeouts (``socket_timeouts``).
+    """
+    socket_timeouts = getattr(primary, "socket_timeouts", None)
+    if deadline_s is None or not callable(socket_timeouts):
+        return
+
+    connect, command = socket_timeouts()
+    if connect is not None and command is not None and connect + command <= deadline_s:
+        return
+
+    def shown(seconds: float | None) -> str:
+        return "no limit" if seconds is None else f"{seconds * 1000:g} ms"
+
+    logger.warning(
+        "a decision may wait longer than its deadline (%s) for a stalled Redis: "
+        "the storage's connect timeout (%s) and command timeout (%s) bound it "
+        "on this synchronous face; lower socket_connect_timeout and "
+        "socket_timeout to fit the deadline, or raise the deadline",
+        shown(deadline_s),
+        shown(connect),
+        shown(command),
+    )
 
 
 class AsyncResilientStorage:

@@ -314,6 +314,15 @@ class RedisStorage:
         """Forget the identifier's hits and blocks (all throttles when none given)."""
         self._run(self._core.reset(identifier, throttles))
 
+    def socket_timeouts(self) -> tuple[float | None, float | None]:
+        """
+        Seconds the client's connections wait to connect and for each reply
+        (None: without limit). A thread cannot be interrupted, so these bound
+        how long a decision waits for a stalled server.
+        """
+        options = self.client.get_connection_kwargs()
+        return options.get("socket_connect_timeout"), options.get("socket_timeout")
+
     def health(self) -> StorageHealth:
         """
         Check that Redis answers ``PING`` and acknowledges a small write (a
