@@ -331,6 +331,22 @@ def test_a_cluster_node_taken_for_a_server_is_one_line_that_says_so(
         client.close()
 
 
+@pytest.mark.redis
+def test_a_server_taken_for_a_cluster_node_is_one_line_that_says_so(
+    redis_server: RedisServer, small_log: Path
+) -> None:
+    url = redis_server.url.replace("redis://", "redis+cluster://")
+
+    result = swt("replay", small_log, "--limit", "3/10s", "--redis-url", url)
+
+    assert_one_line_error(
+        result,
+        "swt: error: the Redis reached is not a Cluster node (connecting: Cluster "
+        "mode is not enabled on it): for one server use a redis:// URL, not "
+        "redis+cluster://, and from_url, not from_cluster\n",
+    )
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

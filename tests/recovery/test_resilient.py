@@ -1235,8 +1235,9 @@ def test_fail_closed_before_the_breaker_opens_names_the_storage_error() -> None:
         resilient.hit("c", THROTTLES, 1)
 
     assert info.value.message == (
-        "the storage cannot decide (REDIS_CONNECTION_FAILED) and the failure "
-        "strategy is fail-closed: refusing the request"
+        "the storage cannot decide (REDIS_CONNECTION_FAILED: Redis is unreachable "
+        "(deciding a hit): Connection refused) and the failure strategy is "
+        "fail-closed: refusing the request"
     )
 
 

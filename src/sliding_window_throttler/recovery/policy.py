@@ -182,8 +182,8 @@ class FailClosed:
                 details["cause_code"] = error.context["cause_code"]
         else:
             message = (
-                f"the storage cannot decide ({error.code}) and the failure strategy "
-                "is fail-closed: refusing the request"
+                f"the storage cannot decide ({error.code}: {error.message}) and the "
+                "failure strategy is fail-closed: refusing the request"
             )
 
         raise StorageUnavailableError(

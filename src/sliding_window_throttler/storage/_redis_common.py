@@ -530,7 +530,13 @@ def map_redis_errors(
             raise pool_exhausted(operation, limits) from exc
 
         message = f"Redis is unreachable ({_doing(operation)}): {exc}"
-        if type(exc) in (redis_errors.ClusterError, redis_errors.TryAgainError):
+        if "Cluster mode is not enabled" in str(exc):
+            message = (
+                f"the Redis reached is not a Cluster node ({_doing(operation)}: "
+                "Cluster mode is not enabled on it): for one server use a "
+                "redis:// URL, not redis+cluster://, and from_url, not from_cluster"
+            )
+        elif type(exc) in (redis_errors.ClusterError, redis_errors.TryAgainError):
             message = (
                 f"the Redis Cluster kept redirecting ({_doing(operation)}) until "
                 f"redis-py gave up (a slot is migrating; the command never ran): {exc}"
