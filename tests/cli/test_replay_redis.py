@@ -17,7 +17,11 @@ from click.testing import CliRunner, Result
 from sliding_window_throttler.cli import cli
 from sliding_window_throttler.cli.accesslog import LogFileError
 from sliding_window_throttler.cli.replay import Replay
-from sliding_window_throttler.cli.storage import parse_address, redis_target
+from sliding_window_throttler.cli.storage import (
+    ReplayStorage,
+    parse_address,
+    redis_target,
+)
 
 from cli_logs import BUNDLED_LOG, WriteLog, clf, stamped
 from redis_servers import RedisCluster, RedisServer, SentinelSet, find_free_port
@@ -310,6 +314,25 @@ def test_the_cleanup_after_a_failure_gives_up_on_a_stalled_redis(
     assert time.monotonic() - started < 4
     assert result.exit_code == 2
     assert result.stderr == "swt: error: 'next.log' is not valid gzip: cut short\n"
+
+
+@pytest.mark.redis
+def test_a_stalled_redis_fails_the_replay_without_a_clean_up(
+    fresh_redis_server: RedisServer, small_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A clean-up would wait as long again on a Redis that does not answer,
+    # and the keys expire on their own.
+    cleanups: list[object] = []
+    monkeypatch.setattr(ReplayStorage, "forget", lambda *args: cleanups.append(args))
+    options = ["--redis-url", fresh_redis_server.url, "--redis-timeout", "1s"]
+    fresh_redis_server.pause()
+    try:
+        result = swt("replay", small_log, "--limit", "3/10s", *options)
+    finally:
+        fresh_redis_server.resume()
+
+    assert_one_line_error(result, "Redis did not answer in time")
+    assert cleanups == []
 
 
 @pytest.mark.redis

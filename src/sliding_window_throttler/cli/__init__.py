@@ -32,7 +32,12 @@ from rich.progress import (
 )
 
 from ..core.rate import parse_duration_ms
-from ..errors import ConfigurationError, ThrottlerError
+from ..errors import (
+    ConfigurationError,
+    RedisConnectionError,
+    StorageTimeoutError,
+    ThrottlerError,
+)
 from .accesslog import LogFileError
 from .entries import KEYS
 from .logfiles import LogFile, opened_logs
@@ -276,9 +281,13 @@ def replay_command(
             )
             try:
                 result = replay.run()
-            finally:
-                # After a failure too; best effort, it never raises.
-                storage.forget(replay.identifiers(), throttles)
+            except (RedisConnectionError, StorageTimeoutError):
+                raise  # a Redis that does not answer: its keys expire on their own
+            except BaseException:
+                storage.forget(replay.identifiers(), throttles)  # never raises
+                raise
+
+            storage.forget(replay.identifiers(), throttles)
     except LogFileError as exc:
         raise CommandError(str(exc)) from None
     except ThrottlerError as exc:
