@@ -69,6 +69,7 @@ def test_json_holds_exactly_the_documented_fields(small_log: Path) -> None:
     }
     assert report["busiest_windows"][0] == {
         "start": "2015-05-17T10:05:00+00:00",
+        "end": "2015-05-17T10:05:10+00:00",
         "requests": 7,
         "rejected": 2,
     }
@@ -87,6 +88,7 @@ def test_text_report_reads_well_without_a_terminal(write_log: WriteLog) -> None:
     assert "\x1b" not in text
     assert all(line == line.rstrip() for line in lines)
     assert all(len(line) <= 100 for line in lines)
+    assert "limits             3-per-10s: 3/10s" in lines
     assert "requests replayed  5" in lines
     assert "rejected           2 (40.00%)" in lines
     assert "top throttled clients (1 of 1)" in lines

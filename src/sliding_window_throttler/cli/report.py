@@ -59,6 +59,9 @@ def _instant(instant: Instant | None) -> str | None:
 
 def to_json(result: ReplayResult) -> dict[str, Any]:
     """Return the report as the JSON object ``swt replay --json`` prints."""
+    # The busiest windows are fixed buckets as long as the shortest window.
+    bucket_us = min(t.ttl_ms for t in result.throttles) * 1000
+
     return {
         "files": list(result.files),
         "limits": [
@@ -97,6 +100,7 @@ def to_json(result: ReplayResult) -> dict[str, Any]:
         "busiest_windows": [
             {
                 "start": iso_time(w.start_us, w.offset_s),
+                "end": iso_time(w.start_us + bucket_us, w.offset_s),
                 "requests": w.requests,
                 "rejected": w.rejected,
             }
@@ -259,9 +263,12 @@ def _summary_rows(result: ReplayResult) -> list[tuple[str, str]]:
             "lines around it)"
         )
 
+    if len(result.throttles) > 1:
+        limits += " (all decided together)"
+
     rows = [
         ("files", files),
-        ("limits", f"{limits} (all decided together)"),
+        ("limits", limits),
         ("key", result.key),
         ("storage", _storage_text(result.storage)),
         ("span", span),
