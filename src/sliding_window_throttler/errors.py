@@ -298,6 +298,11 @@ class StorageOperationError(StorageError):
         if suggestion is not None:
             self.suggestion = suggestion
 
+    @property
+    def server_answered(self) -> bool:
+        """False when no pooled connection came free: nothing reached Redis."""
+        return self.context.get("redis_error") != "max_connections"
+
 
 class StorageUnavailableError(StorageError):
     """

@@ -44,6 +44,15 @@ def out_of_memory() -> StorageError:
     )
 
 
+def pool_full() -> StorageError:
+    """No pooled connection came free: nothing was sent."""
+    return StorageOperationError(
+        "no free Redis connection (deciding a hit): all max_connections of the "
+        "pool are in use (nothing was sent)",
+        context={"redis_error": "max_connections"},
+    )
+
+
 class FlakyStorage:
     """
     A memory storage that fails while ``failure`` is set.

@@ -16,6 +16,7 @@ from recovery_fakes import (
     AsyncFlakyStorage,
     FlakyStorage,
     out_of_memory,
+    pool_full,
     refused,
     timed_out,
 )
@@ -353,6 +354,21 @@ def test_operation_error_goes_to_the_strategy_without_opening_the_breaker(
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1
     assert "maxmemory" in warnings[0].getMessage()
+
+
+def test_a_full_pool_between_failures_leaves_the_breaker_count_as_it_was() -> None:
+    # While Redis stalls, calls that find the pool full say nothing of Redis:
+    # they must not reset the count of the calls that timed out.
+    storage, resilient, _ = make()
+    for failure in (timed_out, timed_out, pool_full, pool_full):
+        storage.fail(failure)
+        assert resilient.hit("c", THROTTLES, 1).degraded
+
+    assert resilient.breaker.state is BreakerState.CLOSED
+    storage.fail(timed_out)
+    resilient.hit("c", THROTTLES, 1)
+
+    assert resilient.breaker.state is BreakerState.OPEN
 
 
 def test_non_recoverable_storage_error_reaches_the_caller_unchanged() -> None:

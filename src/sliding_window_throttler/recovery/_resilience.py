@@ -26,6 +26,7 @@ from ..errors import (
     ConfigurationError,
     RedisConnectionError,
     StorageError,
+    StorageOperationError,
     StorageUnavailableError,
     ThrottlerError,
     shown,
@@ -399,6 +400,11 @@ class Resilience:
         now = self.clock.now_us()
         if isinstance(error, RedisConnectionError):
             transition = self.breaker.record_failure(now, ticket)
+        elif isinstance(error, StorageOperationError) and not error.server_answered:
+            # A full pool sent nothing: it tells nothing of Redis either way
+            # (while Redis stalls, the pool fills with calls that time out).
+            self.released(ticket)
+            return
         else:
             # Redis answered, with an error: the connection is fine.
             transition = self.breaker.record_success(ticket)
