@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from recovery_fakes import refused
 
@@ -57,6 +59,27 @@ def test_the_servers_together_admit_at_least_the_global_limit(
 
     assert local.limit == each
     assert limit <= each * app_servers < limit + app_servers
+
+
+def test_a_cost_above_the_share_but_within_the_limit_takes_the_whole_share() -> None:
+    # Limit 10 over 4 servers is 3 each: a cost of 5 fits the limit, so it
+    # must be able to succeed (never cost_exceeds_limit), using the share.
+    clock = ManualClock()
+    fallback = LocalFallback(app_servers=4, clock=clock)
+    plain = Throttle("api", 10, 60)
+
+    def hit(cost: int) -> tuple[bool, str, float]:
+        decision = fallback.decide("hit", "c", (plain,), cost, None)
+        record = decision.records[0]
+        return decision.allowed, str(record.outcome), decision.retry_after
+
+    assert hit(5) == (True, "admitted", 0.0)
+    clock.advance(1)
+    assert hit(5) == (False, "limit_reached", 59.0)
+    assert hit(1) == (False, "limit_reached", 59.0)
+    assert hit(11) == (False, "cost_exceeds_limit", math.inf)
+    clock.advance(59)
+    assert hit(5) == (True, "admitted", 0.0)
 
 
 def test_keeps_at_least_one_hit_per_window() -> None:

@@ -13,6 +13,9 @@ spread evenly over the fleet gets at least its limit, and at most
 who keep to their limit (5/minute over 3 servers would be 1 each: 3 in all),
 and an outage is no reason to serve less than the contract promises.
 
+A hit whose cost is within the limits but above a server's share counts as
+the whole share there: it is admitted when that share is unused.
+
 Limitation: the split assumes traffic is spread evenly over the app servers;
 one that gets most of a client's traffic refuses it early. And hits admitted
 locally are not in Redis, so just after recovery a client may get up to one
@@ -111,7 +114,9 @@ class LocalFallback:
     ) -> Decision:
         """Decide in local memory, marked degraded (``recover`` unwrapped)."""
         if self.app_servers != 1:
-            throttles = tuple(self._scale(t) for t in throttles)
+            shares = tuple(self._scale(t) for t in throttles)
+            cost = _local_cost(cost, throttles, shares)
+            throttles = shares
 
         storage = self.storage
         if operation == "hit" and now_us is None and len(throttles) == 1:
@@ -160,3 +165,18 @@ class LocalFallback:
             self._scaled[throttle] = scaled
 
         return scaled
+
+
+def _local_cost(
+    cost: int, throttles: Sequence[Throttle], shares: Sequence[Throttle]
+) -> int:
+    """
+    The cost to count locally: a cost that the limits allow but a process's
+    share does not takes the whole share, so it can succeed (refused only
+    while the share is in use), as it could with the shared storage.
+    """
+    share = min(t.limit for t in shares)
+    if cost <= share or cost > min(t.limit for t in throttles):
+        return cost
+
+    return share
