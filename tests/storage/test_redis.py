@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from sliding_window_throttler import (
+    Decision,
     RedisConnectionError,
     RedisFunctionError,
     StorageOperationError,
@@ -180,6 +181,75 @@ def test_function_flush_between_two_hits_loses_and_doubles_nothing(
         assert count_in_ring(storage, storage.keys("alice", [throttle])[1]) == 2
         libraries = storage.client.function_list(library=LIBRARY.name)
         assert len(libraries) == 1
+
+
+def _move_keys_to_a_node_without_the_library(
+    cluster: RedisCluster, key: str
+) -> tuple[redis.Redis, redis.Redis, int]:
+    """
+    Start moving the slot of ``key`` (its owner MIGRATING, another node
+    IMPORTING, its keys migrated) to a node whose library was flushed: calls
+    for the slot get ASK to that node. Returns the owner, the importer, the slot.
+    """
+    with cluster.client() as client:
+        slot = client.keyslot(key)
+        owner_port = client.get_node_from_key(key).port
+
+    owner_node = next(n for n in cluster.nodes if n.port == owner_port)
+    importer_node = next(n for n in cluster.nodes if n.port != owner_port)
+    owner, importer = owner_node.client(), importer_node.client()
+    importer.execute_command("FUNCTION", "FLUSH")
+    importer.execute_command("SCRIPT", "FLUSH")
+    importer_id = importer.execute_command("CLUSTER", "MYID")
+    owner_id = owner.execute_command("CLUSTER", "MYID")
+    importer.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", owner_id)
+    owner.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", importer_id)
+    for moved in owner.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+        owner.execute_command(
+            "MIGRATE", "127.0.0.1", importer_node.port, "", 0, 5000, "KEYS", moved
+        )
+
+    return owner, importer, slot
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_a_slot_moving_to_a_node_without_the_library_loses_and_doubles_nothing(
+    face: str,
+) -> None:
+    # The call goes to the slot's owner, which answers ASK: the importing node
+    # has no library. Loading it on the owner cannot help; the same call runs
+    # there through EVAL, once.
+    throttle = Throttle("api", 5, 60)
+    with RedisCluster() as cluster:
+        storage = RedisStorage.from_url(
+            f"redis+cluster://127.0.0.1:{cluster.nodes[0].port}", **TIMEOUTS
+        )
+        storage.hit("alice", [throttle], 1)
+        ring = storage.keys("alice", [throttle])[1]
+        owner, importer, slot = _move_keys_to_a_node_without_the_library(cluster, ring)
+
+        if face == "sync":
+            decisions = [storage.hit("alice", [throttle], 1) for _ in range(2)]
+        else:
+
+            async def two_hits() -> list[Decision]:
+                async with AsyncRedisStorage.from_url(
+                    f"redis+cluster://127.0.0.1:{cluster.nodes[0].port}", **TIMEOUTS
+                ) as moving:
+                    return [await moving.hit("alice", [throttle], 1) for _ in range(2)]
+
+            decisions = asyncio.run(two_hits())
+
+        assert [d.records[0].total_hits for d in decisions] == [2, 3]
+        assert importer.function_list() == []  # EVAL ran it: nothing was loaded
+        importer_id = importer.execute_command("CLUSTER", "MYID")
+        for node in (owner, importer):
+            node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", importer_id)
+            node.close()
+
+        wait_for(lambda: count_in_ring(storage, ring) == 3, "the moved ring")
+        storage.close()
 
 
 def test_script_flush_between_two_hits_loses_and_doubles_nothing(
