@@ -32,6 +32,7 @@ from sliding_window_throttler.storage._redis_common import (
     map_redis_errors,
 )
 
+from model import Model, as_verdict, spec_of
 from redis_servers import RedisCluster, RedisServer, SentinelSet, wait_for
 
 pytestmark = pytest.mark.redis
@@ -364,6 +365,26 @@ def test_decisions_carry_the_servers_time(storage: RedisStorage) -> None:
     _, decided_at = storage.decide("alice", [Throttle("api", 5, 60)], 1)
 
     assert abs(decided_at - (seconds * S + micros)) < 2 * S
+
+
+def test_each_pair_keeps_its_own_time_when_the_clock_steps_back(
+    storage: RedisStorage,
+) -> None:
+    # A later hit on A must not move B's time: B is judged at 5 s, where its
+    # hit at 0 s still fills its 6 s window, as the model says.
+    a, b = Throttle("A", 100, 60), Throttle("B", 1, 6)
+    model = Model()
+    steps = [([b], 0), ([a], 10 * S), ([b], 5 * S), ([a, b], 5 * S), ([a], 5 * S)]
+    decisions = []
+    for number, (throttles, now_us) in enumerate(steps):
+        got = storage.hit("clock", throttles, 1, now_us)
+        want = model.hit("clock", [spec_of(t) for t in throttles], 1, now_us)
+        assert as_verdict(got) == want, f"step {number} at {now_us} us"
+        decisions.append(got)
+
+    assert [d.allowed for d in decisions] == [True, True, False, False, True]
+    assert decisions[3].records[1].retry_after == 1.0  # B's hit at 0 leaves at 6 s
+    assert decisions[4].records[0].total_hits == 2  # A stands at 10 s
 
 
 def test_clients_with_skewed_clocks_share_one_timeline(

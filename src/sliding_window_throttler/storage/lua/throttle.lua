@@ -163,7 +163,7 @@ local function parse_throttles(keys, args)
                 block_us = block_ms * 1000, cap = 0, head = 0, count = 0, base = 0,
                 blocked = NO_BLOCK, created = true, whole = true, raw = false,
                 chunks = false, first = 0, in_window = 0, outcome = 0, wait = 0,
-                rebuilt = nil}
+                now = 0, rebuilt = nil}
   end
 
   return rings
@@ -514,17 +514,19 @@ local function decide(keys, args)
     bad('now_us')
   end
 
-  -- One instant for the whole hit, never before a pair's newest admission:
-  -- a clock that steps back stands still, and every ring stays sorted.
-  local now = clock_us
+  -- Each pair's time never goes back: a clock that steps back stands still
+  -- at the pair's newest admission, and every ring stays sorted. The reply
+  -- gives the latest of these times.
+  local latest = clock_us
   for _, ring in ipairs(rings) do
     open(ring)
-    now = math.max(now, newest(ring) or now)
+    ring.now = math.max(clock_us, newest(ring) or clock_us)
+    latest = math.max(latest, ring.now)
   end
 
   local allowed = true
   for _, ring in ipairs(rings) do
-    ring.outcome, ring.wait = judge(ring, now, cost)
+    ring.outcome, ring.wait = judge(ring, ring.now, cost)
     allowed = allowed and ring.outcome == ADMITTED
   end
 
@@ -533,8 +535,9 @@ local function decide(keys, args)
   local commit = mode == 'hit'
   local recorded = allowed and cost > 0
   local modern = (redis.REDIS_VERSION_NUM or 0) >= 0x060200
-  local reply, written, created, index_at = {now}, {}, false, nil
+  local reply, written, created, index_at = {latest}, {}, false, nil
   for _, ring in ipairs(rings) do
+    local now = ring.now
     local outcome, wait = ring.outcome, ring.wait
     local expires_in = 0
     if ring.in_window > 0 then
