@@ -789,6 +789,42 @@ def test_peek_at_capacity_counts_the_room_hit_would_sweep() -> None:
     assert storage.stats().pairs == 2
 
 
+def test_a_full_storage_decides_new_clients_without_scanning_every_pair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Clients with a short and a long throttle keep a pair ending every few
+    # microseconds: each hit that needs a new pair must not look at all the
+    # others (that held the lock for 70 ms a hit at 100,000 pairs).
+    clock = ManualClock()
+    storage = MemoryStorage(clock=clock, max_pairs=10_000)
+    throttler = Throttler(storage)
+    short, long_ = Throttle("s", 10, 1), Throttle("l", 100, 3600)
+    for i in range(5_000):
+        clock.set_us(i * 20)
+        throttler.hit(f"c{i}", short, long_)
+
+    looked = 0
+    expires_at = memory._Pair.expires_at
+
+    def counted(pair: Any) -> int:
+        nonlocal looked
+        looked += 1
+        return expires_at(pair)
+
+    monkeypatch.setattr(memory._Pair, "expires_at", counted)
+    clock.set_us(1_000_000)  # the short pairs end from now on, one per 20 us
+    admitted = 0
+    for n in range(200):
+        clock.advance(20e-6)
+        admitted += throttler.hit(f"new{n}", long_).allowed
+
+    stats = storage.stats()
+    assert admitted == 200
+    # The first step ends two short pairs (at 1 s and 1 s + 20 us).
+    assert (stats.pairs, stats.reclaimed, stats.refused_new) == (9_999, 201, 0)
+    assert looked < 2_000
+
+
 def test_a_full_storage_keeps_the_askers_own_expired_pair() -> None:
     clock = ManualClock()
     storage = MemoryStorage(clock=clock, max_pairs=2)
@@ -984,6 +1020,28 @@ def test_health_is_good_again_as_soon_as_a_pair_is_free() -> None:
     throttler.hit("D", throttle)  # full again, but D was admitted: no refusal yet
 
     assert (full, freed, storage.health().healthy) == (False, True, True)
+
+
+def test_health_stays_bad_while_a_pair_hit_since_still_holds_the_room() -> None:
+    # A's first hit would end at 10 s, but its second moved that to 19 s.
+    clock = ManualClock()
+    storage = MemoryStorage(clock=clock, max_pairs=1)
+    throttler = Throttler(storage)
+    throttle = Throttle("w", 5, 10)
+    throttler.hit("A", throttle)
+    clock.set_ms(9_000)
+    throttler.hit("A", throttle)
+    clock.set_ms(11_000)
+
+    refused = throttler.hit("B", throttle)
+    during = storage.health().healthy
+    clock.set_ms(19_000)
+    after = storage.health().healthy
+
+    assert refused.records[0].outcome == Outcome.CAPACITY
+    assert refused.retry_after == 8.0
+    assert (during, after) == (False, True)
+    assert throttler.hit("B", throttle).allowed
 
 
 def test_peek_never_counts_an_expired_pair_twice_as_room() -> None:

@@ -5,9 +5,10 @@ State per client is a dict of pairs, one per throttle name. A pair keeps a
 ring of its last ``limit`` admission times (never more) and when its block
 ends. Memory stays bounded whatever clients send:
 
-- Idle clients are reclaimed lazily: a heap orders clients by the time their
-  last window and block end, and every decision first pops the clients that
-  are due. No thread or timer runs.
+- Idle pairs are reclaimed lazily: a heap orders pairs by the time their
+  window and block end, and every decision first pops the pairs that are due
+  (an entry found early, for a pair hit since, goes back in at its new end).
+  No thread or timer runs, and no decision scans every pair.
 - At most ``max_pairs`` pairs are tracked. When a new pair would exceed that
   (after the reclaim above), the overflow policy either refuses the new client
   (``reject-new``, the default: existing clients keep exact limits) or evicts
@@ -89,12 +90,13 @@ class _Pair(list[int]):
     decision costs the same at any limit.
     """
 
-    __slots__ = ("blocked_until", "head", "ttl_us")
+    __slots__ = ("blocked_until", "due", "head", "ttl_us")
 
     def __init__(self, ttl_us: int) -> None:
         self.head = 0
         self.blocked_until = _NEVER_BLOCKED
         self.ttl_us = ttl_us
+        self.due = _NEVER_EXPIRES  # when its entry in the reclaim heap is due
 
     def expires_at(self) -> int:
         # The newest time sits just before the oldest (at the end when the
@@ -137,10 +139,6 @@ class _Pair(list[int]):
 _Client = dict[str, _Pair]
 _ADMITTED = Outcome.ADMITTED
 _LIMIT_REACHED = Outcome.LIMIT_REACHED
-
-
-_RESCAN_US = 1_000_000
-"""How long a full storage trusts its scan of when room appears."""
 
 
 def _judge(
@@ -221,7 +219,8 @@ class MemoryStorage:
         # A plain dict keeps insertion order, which evict-lru renews by
         # re-inserting a client on each hit: cheaper than an OrderedDict.
         self._clients: dict[str, _Client] = {}
-        self._due: list[tuple[int, str]] = []
+        # (due, identifier, name) of every pair, and entries gone stale.
+        self._due: list[tuple[int, str, str]] = []
         self._next_due = _NEVER_EXPIRES  # the head of _due, read on every hit
         self._pairs = 0
         self._high_water = _NEVER_BLOCKED
@@ -231,9 +230,6 @@ class MemoryStorage:
         self._overflowing = False  # full, evicting or refusing: logged once
         self._refusing = False  # full and refusing new clients
         self._lru = self._policy is OverflowPolicy.EVICT_LRU
-        self._next_sweep = _NEVER_EXPIRES
-        self._room_at = _NEVER_BLOCKED  # unknown: scan when first needed
-        self._room_scanned_at = _NEVER_BLOCKED
         self._no_evictions_until = _NEVER_BLOCKED
         self._clients_high = 0
 
@@ -411,9 +407,9 @@ class MemoryStorage:
         with self._lock:
             now = max(self._clock.now_us(), self._high_water)
             pairs = self._pairs
-            # Refusing still: full, and nothing may have expired since (a hit
-            # would sweep expired pairs and find room).
-            full = pairs >= self._max_pairs and now < self._next_sweep
+            # Refusing still: full, and no pair has ended since (a hit would
+            # reclaim it and find room).
+            full = pairs >= self._max_pairs and now < self._next_end()
             refusing = self._refusing and full
             evicting = self._overflowing and not self._refusing and full
 
@@ -593,43 +589,33 @@ class MemoryStorage:
 
         pair.record(now, cost, throttle.limit)
         if moved:
-            self._note_expiry(identifier, pair.expires_at())
+            self._schedule(identifier, throttle.name, pair, pair.expires_at())
 
         return pair
 
-    def _note_expiry(self, identifier: str, expires: int) -> None:
-        """A pair of ``identifier`` now ends at ``expires``, maybe sooner than noted."""
-        if expires < self._next_sweep:
-            self._next_sweep = expires
+    def _schedule(self, identifier: str, name: str, pair: _Pair, at: int) -> None:
+        """
+        Reclaim ``pair`` at ``at`` unless it is due sooner already. An entry
+        is checked when due: a pair hit since goes back in at its new end.
+        """
+        if at >= pair.due:
+            return
 
-        if expires < self._room_at:
-            self._room_at = expires
-
-        # The client's entry may be later: this one reclaims it in time (the
-        # later one is found stale and dropped).
-        heapq.heappush(self._due, (expires, identifier))
+        pair.due = at
+        heapq.heappush(self._due, (at, identifier, name))
         self._next_due = self._due[0][0]
-        if len(self._due) > 2 * len(self._clients) + 1024:
+        if len(self._due) > 2 * self._pairs + 1024:
             self._rebuild_due()
 
     def _add_pair(self, identifier: str, name: str, pair: _Pair, due: int) -> None:
         client = self._clients.get(identifier)
         if client is None:
             client = self._clients[identifier] = {}
-            heapq.heappush(self._due, (due, identifier))
-            self._next_due = self._due[0][0]
             self._no_evictions_until = _NEVER_BLOCKED  # a new evictable client
-            if len(self._due) > 2 * len(self._clients) + 1024:
-                self._rebuild_due()
 
         client[name] = pair
         self._pairs += 1
-        if due < self._next_sweep:
-            self._next_sweep = due
-
-        if due < self._room_at:
-            self._room_at = due
-
+        self._schedule(identifier, name, pair, due)
         if len(self._clients) > self._clients_high:
             self._clients_high = len(self._clients)
 
@@ -640,15 +626,13 @@ class MemoryStorage:
         if not needed or self._pairs + needed <= self._max_pairs:
             return True
 
-        # Expired pairs go first, but for those this decision records into.
-        keep = [pair for pair in pairs if pair is not None]
-        if commit:
-            self._sweep_expired_pairs(now, keep)
-            occupied = self._pairs
-        else:
-            # peek answers as hit would at `now`: what hit's sweep would free
-            # counts as free, without being freed.
-            occupied = self._pairs - self._expired_pairs(now, keep)
+        # Pairs that ended by `now` were reclaimed before this decision. A
+        # peek reclaims only up to the storage clock: later it answers as hit
+        # would at `now`, counting what hit would reclaim as free.
+        occupied = self._pairs
+        if not commit:
+            keep = [pair for pair in pairs if pair is not None]
+            occupied -= self._expired_pairs(now, keep)
 
         if occupied + needed > self._max_pairs and self._lru:
             victims = self._eviction_victims(
@@ -681,39 +665,17 @@ class MemoryStorage:
             )
 
     def _expired_pairs(self, now: int, keep: list[_Pair]) -> int:
-        """How many pairs a sweep at ``now`` would drop."""
-        if now < self._next_sweep:
+        """How many pairs but ``keep`` a hit at ``now`` would reclaim first."""
+        if now < self._next_end():
             return 0
 
+        # Only for a peek ahead of the storage clock at capacity: a scan.
         return sum(
             1
             for client in self._clients.values()
             for pair in client.values()
             if pair.expires_at() <= now and not _held(pair, keep)
         )
-
-    def _sweep_expired_pairs(self, now: int, keep: list[_Pair]) -> None:
-        # Expired pairs go before any policy applies, also those of a client
-        # whose other pairs live on. A whole pass is O(pairs), so it runs only
-        # once something can have expired since the last one.
-        if now < self._next_sweep:
-            return
-
-        earliest = _NEVER_EXPIRES
-        for identifier, client in list(self._clients.items()):
-            for name, pair in list(client.items()):
-                expires = pair.expires_at()
-                if expires <= now and not _held(pair, keep):
-                    del client[name]
-                    self._pairs -= 1
-                    self._reclaimed += 1
-                elif expires < earliest:
-                    earliest = expires
-
-            if not client:
-                del self._clients[identifier]
-
-        self._next_sweep = earliest
 
     def _eviction_victims(
         self,
@@ -809,39 +771,60 @@ class MemoryStorage:
     def _room_expected_at(self, now: int) -> int:
         """
         When room may appear: the first end of a tracked pair's window or
-        block, or for evict-lru of a block that keeps a client from eviction.
-
-        Hits push pairs' ends later after they were noted, so the ends are
-        scanned again (O(pairs)) once the noted one has passed, and at most
-        once a second while the storage stays full.
+        block after ``now``, or for evict-lru of a block that keeps a client
+        from eviction.
         """
-        if now >= self._room_at or now >= self._room_scanned_at + _RESCAN_US:
+        at = self._next_end()
+        if at <= now:  # a peek ahead of the storage clock: a scan
             ends = (p.expires_at() for c in self._clients.values() for p in c.values())
-            self._room_at = min((e for e in ends if e > now), default=_NEVER_EXPIRES)
-            self._room_scanned_at = now
+            at = min((e for e in ends if e > now), default=_NEVER_EXPIRES)
 
-        at = self._room_at
         if self._lru and self._no_evictions_until != _NEVER_BLOCKED:
             at = min(at, self._no_evictions_until)
 
         return at if at != _NEVER_EXPIRES else now
 
-    def _reclaim_due(self, now: int) -> None:
+    def _next_end(self) -> int:
+        """When the first tracked pair ends: the heap's head, made exact."""
         due = self._due
-        while due and due[0][0] <= now:
-            _, identifier = heapq.heappop(due)
+        while due:
+            at, identifier, name = due[0]
             client = self._clients.get(identifier)
-            if client is None:
+            pair = client.get(name) if client is not None else None
+            if pair is None or pair.due != at:
+                heapq.heappop(due)  # gone, or scheduled again since
                 continue
 
-            expires = max((p.expires_at() for p in client.values()), default=0)
+            expires = pair.expires_at()
+            if expires == at:
+                break
+
+            pair.due = expires  # hit since: it ends later
+            heapq.heapreplace(due, (expires, identifier, name))
+
+        self._next_due = due[0][0] if due else _NEVER_EXPIRES
+        return self._next_due
+
+    def _reclaim_due(self, now: int) -> None:
+        due, clients = self._due, self._clients
+        while due and due[0][0] <= now:
+            at, identifier, name = heapq.heappop(due)
+            client = clients.get(identifier)
+            pair = client.get(name) if client is not None else None
+            if client is None or pair is None or pair.due != at:
+                continue  # gone, or scheduled again since
+
+            expires = pair.expires_at()
             if expires > now:
-                heapq.heappush(due, (expires, identifier))
+                pair.due = expires  # hit since: it ends later
+                heapq.heappush(due, (expires, identifier, name))
                 continue
 
-            del self._clients[identifier]
-            self._pairs -= len(client)
-            self._reclaimed += len(client)
+            del client[name]
+            self._pairs -= 1
+            self._reclaimed += 1
+            if not client:
+                del clients[identifier]
 
         self._next_due = due[0][0] if due else _NEVER_EXPIRES
         # A dict never shrinks its table on deletion: copy it once it is mostly
@@ -863,12 +846,16 @@ class MemoryStorage:
             )
 
     def _rebuild_due(self) -> None:
-        self._due = [
-            (max((p.expires_at() for p in c.values()), default=0), identifier)
-            for identifier, c in self._clients.items()
-        ]
-        heapq.heapify(self._due)
-        self._next_due = self._due[0][0] if self._due else _NEVER_EXPIRES
+        """Drop the stale entries: one per pair, at its end."""
+        entries = []
+        for identifier, client in self._clients.items():
+            for name, pair in client.items():
+                pair.due = pair.expires_at()
+                entries.append((pair.due, identifier, name))
+
+        heapq.heapify(entries)
+        self._due = entries
+        self._next_due = entries[0][0] if entries else _NEVER_EXPIRES
 
 
 class AsyncMemoryStorage:
