@@ -352,9 +352,9 @@ def test_a_line_of_exactly_1_mib_parses_and_one_byte_more_is_malformed() -> None
 def test_a_line_over_1_mib_is_cut_and_reading_resumes_after_its_end(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "crashed.log"
-    # NUL padding after a crash: 5 MiB without a line end, then the log goes on.
-    path.write_bytes(b"one\n" + b"\0" * (5 * 2**20) + b"\r\ntwo\nthree")
+    path = tmp_path / "garbled.log"
+    # 5 MiB without a line end, then the log goes on.
+    path.write_bytes(b"one\n" + b"x" * (5 * 2**20) + b"\r\ntwo\nthree")
 
     tracemalloc.start()
     try:
@@ -365,12 +365,34 @@ def test_a_line_over_1_mib_is_cut_and_reading_resumes_after_its_end(
 
     assert [(n, start) for n, _, start in lines] == [
         (1, b"one"),
-        (2, b"\0\0\0"),
+        (2, b"xxx"),
         (3, b"two"),
         (4, b"thr"),
     ]
     assert MAX_LINE_BYTES < lines[1][1] < MAX_LINE_BYTES + 3 * 64 * 1024
     assert peak < 4 * MAX_LINE_BYTES
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        # A crash padded the file at a line end: the padding is dropped, the
+        # lines keep their numbers.
+        (b"one\n" + b"\0" * (5 * 2**20) + b"\r\ntwo\n", [b"one\n", b"\r\n", b"two\n"]),
+        # ... or mid-line, and the next request follows the NULs directly.
+        (b"one\ntw" + b"\0" * 4096 + b"two\n", [b"one\n", b"tw\n", b"two\n"]),
+        (b"\0" * 70_000 + b"one\n", [b"one\n"]),
+        # A few NULs are a line's own bytes.
+        (b"a\0\0b\n", [b"a\0\0b\n"]),
+    ],
+)
+def test_nul_padding_ends_the_line_it_interrupts_and_is_dropped(
+    tmp_path: Path, data: bytes, expected: list[bytes]
+) -> None:
+    path = tmp_path / "crashed.log"
+    path.write_bytes(data)
+
+    assert [line for _, line in read_lines(path)] == expected
 
 
 def test_decodes_invalid_utf_8_losslessly() -> None:

@@ -18,8 +18,11 @@ decode), parses several hundred thousand lines/s, and copes with:
 - bytes that are not UTF-8, decoded as ``\\xff`` escapes, and a backslash
   as ``\\\\`` (``decode_field``): distinct bytes stay distinct clients and
   paths, so the byte 0xFF and the four characters ``\\xff`` are two clients;
-- a line longer than ``MAX_LINE_BYTES`` (NUL padding after a crash): it is
-  malformed, only its first MiB is kept, and reading goes on after its end.
+- NUL padding, as a crash leaves in a log file: a run of 16 or more NUL
+  bytes ends the line it interrupts and is dropped, so the request written
+  after it reads as its own line, whatever the padding's length;
+- a line longer than ``MAX_LINE_BYTES``: it is malformed, only its first
+  MiB is kept, and reading goes on after its end.
 
 Lenient tail: only the fields up to the response size are needed to replay a
 request, so nothing after them is checked. A truncated combined line (line
@@ -86,6 +89,12 @@ _MONTHS = {
         b"Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1
     )
 }
+# NUL padding (see _without_padding): where a line starts, and anywhere. A
+# crash pads to a disk block or more; a few NULs inside a line are its data.
+_PADDING = 16
+_PADDING_AT_START = re.compile(rb"\A\x00{%d,}" % _PADDING)
+_PADDING_AFTER_EOL = re.compile(rb"(?<=[\n\r])\x00{%d,}" % _PADDING)
+_PADDING_RUN = re.compile(rb"\x00{%d,}" % _PADDING)
 _TIME_FIELD = re.compile(rb"\d\d/[A-Za-z]{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}")
 
 
@@ -413,7 +422,15 @@ def _split_lines(data: io.BufferedIOBase, name: str) -> Iterator[bytes]:
     with _reading(name):
         start: list[bytes] = []
         held = 0
+        padding = False  # the last chunk ended in NUL padding
         while chunk := data.read(READ_CHUNK_BYTES):
+            if b"\0" in chunk or padding:
+                chunk, padding = _without_padding(
+                    chunk, line_started=bool(start), after_padding=padding
+                )
+                if not chunk:
+                    continue
+
             if b"\n" not in chunk and b"\r" not in chunk:
                 if held <= MAX_LINE_BYTES:
                     start.append(chunk)
@@ -437,6 +454,25 @@ def _split_lines(data: io.BufferedIOBase, name: str) -> Iterator[bytes]:
 
         if start:
             yield b"".join(start)
+
+
+def _without_padding(
+    chunk: bytes, *, line_started: bool, after_padding: bool
+) -> tuple[bytes, bool]:
+    """
+    ``chunk`` without its NUL padding (runs of 16 or more), and whether it
+    ends in padding. A run that interrupts a line ends it; one where a line
+    starts is just dropped, so line numbers stay as written. A chunk that
+    goes on with the padding the last one ended in drops all of its NULs.
+    """
+    trailing = len(chunk) - len(chunk.rstrip(b"\0"))
+    ends_in_padding = trailing >= _PADDING or (after_padding and trailing == len(chunk))
+    if after_padding and not line_started:
+        chunk = chunk.lstrip(b"\0")
+    elif not line_started:  # the previous chunk ended a line
+        chunk = _PADDING_AT_START.sub(b"", chunk)
+
+    return _PADDING_RUN.sub(b"\n", _PADDING_AFTER_EOL.sub(b"", chunk)), ends_in_padding
 
 
 def check_log(path: str | Path) -> None:
