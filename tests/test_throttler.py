@@ -65,7 +65,16 @@ def test_identifier_is_checked_by_peek_and_reset_too(throttler: Throttler) -> No
 
 @pytest.mark.parametrize(
     ("cost", "shown"),
-    [(-1, "-1"), (1.0, "1.0"), (True, "True"), ("1", "'1'"), (None, "None")],
+    [
+        (-1, "-1"),
+        (1.0, "1.0"),
+        (True, "True"),
+        ("1", "'1'"),
+        (None, "None"),
+        (2**52 + 1, "4503599627370497"),
+        pytest.param(-(10**5000), "an integer of 16610 bits", id="huge-negative"),
+        pytest.param(10**5000, "an integer of 16610 bits", id="huge"),
+    ],
 )
 def test_bad_cost_raises_configuration_error_for_cost(
     throttler: Throttler, cost: object, shown: str
@@ -75,6 +84,23 @@ def test_bad_cost_raises_configuration_error_for_cost(
 
     assert caught.value.field == "cost"
     assert shown in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        (MemoryStorage, "got the class MemoryStorage: write MemoryStorage(...)"),
+        (Throttler(), "not a Throttler: give the throttler's .storage"),
+    ],
+)
+def test_what_is_not_a_storage_object_is_refused_at_construction(
+    storage: object, message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Throttler(storage)  # type: ignore[arg-type]
+
+    assert caught.value.field == "storage"
+    assert message in caught.value.message
 
 
 def test_hit_without_throttles_raises_configuration_error(
@@ -435,6 +461,21 @@ def test_enforce_says_when_a_hit_can_never_succeed(throttler: Throttler) -> None
         "this hit can never succeed (its cost is above the limit)"
     )
     assert error.context["outcome"] == "cost_exceeds_limit"
+
+
+def test_enforce_at_capacity_says_the_storage_is_full() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock(), max_pairs=1))
+    throttler.hit("a", API)
+
+    with pytest.raises(RateLimitExceededError) as caught:
+        throttler.enforce("b", API)
+
+    assert caught.value.message == (
+        "rate limit exceeded: the storage tracks as many clients as it may "
+        f"(max_pairs) and refuses new ones, throttle 'api' included; retry in "
+        f"{caught.value.retry_after:.3f}s"
+    )
+    assert caught.value.context["outcome"] == "capacity"
 
 
 def test_async_enforce_admits_then_raises() -> None:

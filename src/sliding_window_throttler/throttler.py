@@ -16,7 +16,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from .core.decision import Decision
+from .core.decision import Decision, Outcome
 from .core.rate import Duration, Throttle
 from .errors import (
     ConfigurationError,
@@ -40,6 +40,8 @@ from .storage.memory import AsyncMemoryStorage, MemoryStorage
 
 MAX_IDENTIFIER_LENGTH = 65_536
 MAX_NOW_MS = 2**52 // 1000
+MAX_COST = 2**52
+"""Costs, like explicit times, stay exact in the doubles of the Redis function."""
 """Explicit times stay exact in the doubles of the Redis function."""
 
 _Call = tuple[str, Sequence[Throttle], int, int | None]
@@ -66,7 +68,14 @@ class _ThrottlerCore:
             )
 
         if cost < 0:
-            raise ConfigurationError("cost", f"cost must not be negative, got {cost}")
+            raise ConfigurationError(
+                "cost", f"cost must not be negative, got {shown(cost)}"
+            )
+
+        if cost > MAX_COST:
+            raise ConfigurationError(
+                "cost", f"cost must be at most 2**52 hits, got {shown(cost)}"
+            )
 
         return identifier, checked, cost, None if now_ms is None else _ms_to_us(now_ms)
 
@@ -85,7 +94,7 @@ def is_plain_hit(
         and now_ms is None
         and len(throttles) == 1
         and type(throttles[0]) is Throttle
-        and cost >= 0
+        and 0 <= cost <= MAX_COST
         and 0 < len(identifier) <= MAX_IDENTIFIER_LENGTH
     )
 
@@ -216,9 +225,18 @@ def refused_error(decision: Decision) -> RateLimitExceededError:
         when = "this hit can never succeed (its cost is above the limit)"
 
     hits = "hit" if record.limit == 1 else "hits"
+    why = (
+        f"throttle {record.name!r} allows {record.limit:,} {hits} per window "
+        f"({record.total_hits:,} with this one)"
+    )
+    if record.outcome is Outcome.CAPACITY:
+        why = (
+            f"the storage tracks as many clients as it may (max_pairs) and "
+            f"refuses new ones, throttle {record.name!r} included"
+        )
+
     return RateLimitExceededError(
-        f"rate limit exceeded: throttle {record.name!r} allows {record.limit:,} "
-        f"{hits} per window ({record.total_hits:,} with this one); {when}",
+        f"rate limit exceeded: {why}; {when}",
         record.limit,
         record.total_hits,
         decision.retry_after,
@@ -237,6 +255,20 @@ _DECIDING_METHODS = ("hit", "peek")  # async on the asyncio face, sync on the ot
 
 def check_storage(storage: object, *, asynchronous: bool) -> None:
     """Refuse what is not a storage, or a storage of the other face."""
+    if isinstance(storage, type):
+        raise ConfigurationError(
+            "storage",
+            f"storage must be a storage object, got the class {storage.__name__}: "
+            f"write {storage.__name__}(...)",
+        )
+
+    if isinstance(storage, Throttler | AsyncThrottler):
+        raise ConfigurationError(
+            "storage",
+            f"storage must be a storage, not a {type(storage).__name__}: give "
+            "the throttler's .storage, or the storage it was made with",
+        )
+
     missing = [m for m in _STORAGE_METHODS if not callable(getattr(storage, m, None))]
     if missing:
         names = missing[-1]
@@ -377,7 +409,7 @@ class Throttler:
             and now_ms is None
             and len(throttles) == 1
             and type(throttles[0]) is Throttle
-            and cost >= 0
+            and 0 <= cost <= MAX_COST
             and 0 < len(identifier) <= MAX_IDENTIFIER_LENGTH
         ):
             # The common case (``is_plain_hit``, inline: a call costs a tenth

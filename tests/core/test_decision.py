@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 
 from sliding_window_throttler import Decision, Outcome, ThrottleRecord
+from sliding_window_throttler.core.decision import make_decision
 
 A = Outcome.ADMITTED
 FULL = Outcome.LIMIT_REACHED
@@ -104,3 +107,19 @@ def test_decisions_compare_by_value() -> None:
     assert Decision(True, (record,), 0.0) != Decision(True, (record,), 0.0).as_degraded(
         "local"
     )
+
+
+def test_a_decision_from_raw_numbers_copies_and_pickles_equal() -> None:
+    raw = ("api", 5, Outcome.LIMIT_REACHED, 5, 1, 2_500_000, 2_500_000, False, False)
+    decision = make_decision((raw,), False, 2.5)
+    degraded = decision.as_degraded("local")
+
+    for made in (decision, degraded):
+        copies = [
+            copy.copy(made),
+            copy.deepcopy(made),
+            pickle.loads(pickle.dumps(made)),
+        ]
+        assert all(c == made and c.records == made.records for c in copies)
+
+    assert pickle.loads(pickle.dumps(degraded)).strategy == "local"

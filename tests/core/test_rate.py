@@ -244,6 +244,11 @@ def test_integers_too_long_to_print_still_get_a_configuration_error(
         (lambda: ManualClock().advance(math.inf), "seconds"),
         (lambda: ManualClock().set_ms(True), "ms"),
         (lambda: ManualClock().set_us(1.5j), "us"),  # type: ignore[arg-type]
+        (lambda: ManualClock(1e308), "start_ms"),  # finite, but not in microseconds
+        (lambda: ManualClock().advance(1e308), "seconds"),
+        (lambda: ManualClock().set_us(2**62 + 1), "us"),
+        (lambda: ManualClock().set_us(-(10**5000)), "us"),
+        (lambda: ManualClock(2**62 // 1000).advance_ms(1), "ms"),
     ],
 )
 def test_a_manual_clock_refuses_what_is_not_a_finite_number(

@@ -428,6 +428,8 @@ def test_reject_new_refuses_a_new_client_until_one_expires() -> None:
 
     assert not refused.allowed
     assert refused.records[0].outcome is Outcome.CAPACITY
+    # Nothing of c is counted: its window is empty, so nothing expires.
+    assert (refused.records[0].total_hits, refused.records[0].time_to_expire) == (1, 0)
     # The first tracked client (a, due at 1000 ms) is the earliest room.
     assert refused.retry_after == 0.8
     assert known.allowed
@@ -727,12 +729,37 @@ def test_full_storage_reclaims_expired_pairs_of_a_client_that_lives_on():
     assert storage.stats().reclaimed == 1
 
 
-@pytest.mark.parametrize("bad", ["x", 5, object()])
-def test_a_clock_without_now_us_is_refused_at_construction(bad: object) -> None:
+class _FloatClock:
+    def now_us(self) -> float:
+        return 1.5
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("x", "got 'x'"),
+        (5, "got 5"),
+        (ManualClock, "got the class ManualClock"),
+        (_FloatClock(), "must return whole microseconds (an int), got 1.5"),
+    ],
+)
+def test_a_clock_without_now_us_is_refused_at_construction(
+    bad: object, message: str
+) -> None:
     with pytest.raises(ConfigurationError) as caught:
         MemoryStorage(clock=bad)  # type: ignore[arg-type]
 
     assert caught.value.field == "clock"
+    assert message in caught.value.message
+
+
+def test_a_max_pairs_too_long_to_print_is_described_by_its_size() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        MemoryStorage(max_pairs=-(10**5000))
+
+    assert caught.value.message == (
+        "max_pairs must be at least 1, got an integer of 16610 bits"
+    )
 
 
 def test_async_memory_storage_wraps_only_a_memory_storage() -> None:

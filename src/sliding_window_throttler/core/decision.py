@@ -252,6 +252,19 @@ class Decision:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Copied and pickled as a plain Decision with its records built.
+        return (
+            Decision,
+            (
+                self.allowed,
+                self.records,
+                self.retry_after,
+                self.degraded,
+                self.strategy,
+            ),
+        )
+
     def __repr__(self) -> str:
         extra = f", degraded=True, strategy={self.strategy!r}" if self.degraded else ""
         return (

@@ -45,6 +45,7 @@ from ..errors import (
     RedisFunctionError,
     StorageError,
     ThrottlerError,
+    shown,
 )
 from .manager import Deadline, RecoveryContext, RecoveryResult
 
@@ -112,12 +113,14 @@ class ExponentialBackoff:
     ) -> None:
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
             raise ConfigurationError(
-                "max_attempts", f"max_attempts must be an integer, got {max_attempts!r}"
+                "max_attempts",
+                f"max_attempts must be an integer, got {shown(max_attempts)}",
             )
 
         if max_attempts < 1:
             raise ConfigurationError(
-                "max_attempts", f"max_attempts must be at least 1, got {max_attempts}"
+                "max_attempts",
+                f"max_attempts must be at least 1, got {shown(max_attempts)}",
             )
 
         object.__setattr__(self, "max_attempts", max_attempts)

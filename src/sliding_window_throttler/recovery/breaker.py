@@ -35,7 +35,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from ..core.rate import Duration, parse_duration_ms
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, shown
 
 US_PER_MS = 1_000
 
@@ -130,19 +130,19 @@ class CircuitBreaker:
         ):
             raise ConfigurationError(
                 "failure_threshold",
-                f"failure_threshold must be an integer, got {failure_threshold!r}",
+                f"failure_threshold must be an integer, got {shown(failure_threshold)}",
             )
 
         if failure_threshold < 1:
             raise ConfigurationError(
                 "failure_threshold",
-                f"failure_threshold must be at least 1, got {failure_threshold}",
+                f"failure_threshold must be at least 1, got {shown(failure_threshold)}",
             )
 
         cool_down_ms = parse_duration_ms(cool_down, field="cool_down")
         if cool_down_ms < 1:
             raise ConfigurationError(
-                "cool_down", f"cool_down must be at least 1 ms, got {cool_down!r}"
+                "cool_down", f"cool_down must be at least 1 ms, got {shown(cool_down)}"
             )
 
         self.failure_threshold = failure_threshold

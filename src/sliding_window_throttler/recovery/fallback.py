@@ -31,7 +31,7 @@ from datetime import timedelta
 from ..core.clock import Clock
 from ..core.decision import Decision
 from ..core.rate import Throttle
-from ..errors import ConfigurationError, StorageError, ThrottlerError
+from ..errors import ConfigurationError, StorageError, ThrottlerError, shown
 from ..storage.memory import MemoryStats, MemoryStorage
 from .manager import Operation, RecoveryContext, RecoveryResult
 from .policy import FailureMode, mark_degraded
@@ -43,12 +43,12 @@ def check_app_servers(app_servers: object) -> None:
     """Raise ``ConfigurationError`` unless ``app_servers`` is a whole number >= 1."""
     if isinstance(app_servers, bool) or not isinstance(app_servers, int):
         raise ConfigurationError(
-            "app_servers", f"app_servers must be an integer, got {app_servers!r}"
+            "app_servers", f"app_servers must be an integer, got {shown(app_servers)}"
         )
 
     if app_servers < 1:
         raise ConfigurationError(
-            "app_servers", f"app_servers must be at least 1, got {app_servers}"
+            "app_servers", f"app_servers must be at least 1, got {shown(app_servers)}"
         )
 
 

@@ -25,6 +25,7 @@ from ..errors import (
     StorageError,
     StorageUnavailableError,
     ThrottlerError,
+    shown,
 )
 from .manager import US_PER_S, Operation, RecoveryContext, RecoveryResult
 
@@ -157,7 +158,8 @@ class FailClosed:
         ):
             raise ConfigurationError(
                 "retry_after",
-                f"retry_after must be a number of seconds above 0, got {retry_after!r}",
+                "retry_after must be a number of seconds above 0, "
+                f"got {shown(retry_after)}",
             )
 
         self.retry_after = float(retry_after)
@@ -241,17 +243,19 @@ class SecurityLockdown:
         if block_ms < 1:
             raise ConfigurationError(
                 "block_duration",
-                f"block_duration must be at least 1 ms, got {block_duration!r}",
+                f"block_duration must be at least 1 ms, got {shown(block_duration)}",
             )
 
         if isinstance(max_clients, bool) or not isinstance(max_clients, int):
             raise ConfigurationError(
-                "max_clients", f"max_clients must be an integer, got {max_clients!r}"
+                "max_clients",
+                f"max_clients must be an integer, got {shown(max_clients)}",
             )
 
         if max_clients < 1:
             raise ConfigurationError(
-                "max_clients", f"max_clients must be at least 1, got {max_clients}"
+                "max_clients",
+                f"max_clients must be at least 1, got {shown(max_clients)}",
             )
 
         self.block_us = block_ms * 1000

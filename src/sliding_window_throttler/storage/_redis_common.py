@@ -312,7 +312,7 @@ def _seconds(field: str, value: float | None) -> float | None:
         isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
     ):
         raise ConfigurationError(
-            field, f"{field} must be a positive number of seconds, got {value!r}"
+            field, f"{field} must be a positive number of seconds, got {shown(value)}"
         )
 
     return value
@@ -762,14 +762,14 @@ class RedisCore:
                 "prefix",
                 "prefix must be 1-128 printable ASCII characters without spaces, "
                 "'{' or '}' (they would move the Cluster hash tag), "
-                f"got {prefix!r}",
+                f"got {shown(prefix)}",
             )
 
         if not isinstance(enable_redis_functions, bool):
             raise ConfigurationError(
                 "enable_redis_functions",
                 "enable_redis_functions must be True or False, "
-                f"got {enable_redis_functions!r}",
+                f"got {shown(enable_redis_functions)}",
             )
 
         if (
@@ -780,7 +780,7 @@ class RedisCore:
             raise ConfigurationError(
                 "max_log_size",
                 f"max_log_size must be an integer from 1 to {MAX_LIMIT:,}, "
-                f"got {max_log_size!r}",
+                f"got {shown(max_log_size)}",
             )
 
         self.prefix = prefix
@@ -1216,7 +1216,7 @@ def _check_call(throttles: Sequence[Throttle], cost: int, now_us: int | None) ->
         or not 0 <= cost <= MAX_TIME_US
     ):
         raise ConfigurationError(
-            "cost", f"cost must be a whole number from 0 to 2**52, got {cost!r}"
+            "cost", f"cost must be a whole number from 0 to 2**52, got {shown(cost)}"
         )
 
     if now_us is not None and (
@@ -1226,5 +1226,5 @@ def _check_call(throttles: Sequence[Throttle], cost: int, now_us: int | None) ->
     ):
         raise ConfigurationError(
             "now_us",
-            f"now_us must be whole microseconds within +-2**52, got {now_us!r}",
+            f"now_us must be whole microseconds within +-2**52, got {shown(now_us)}",
         )

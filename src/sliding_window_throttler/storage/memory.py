@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from time import monotonic_ns
 
-from ..core.clock import Clock, MonotonicClock
+from ..core.clock import Clock, MonotonicClock, check_clock
 from ..core.decision import NEVER, US_PER_S, Decision, Outcome, make_decision
 from ..core.rate import Throttle
 from ..core.sliding_window import count_left, judge
@@ -193,7 +193,7 @@ class MemoryStorage:
 
         if max_pairs < 1:
             raise ConfigurationError(
-                "max_pairs", f"max_pairs must be at least 1, got {max_pairs}"
+                "max_pairs", f"max_pairs must be at least 1, got {shown(max_pairs)}"
             )
 
         try:
@@ -204,12 +204,8 @@ class MemoryStorage:
                 "overflow", f"overflow must be one of {choices}, got {shown(overflow)}"
             ) from None
 
-        if clock is not None and not callable(getattr(clock, "now_us", None)):
-            raise ConfigurationError(
-                "clock",
-                f"clock must have a now_us() method (such as ManualClock()), "
-                f"got {shown(clock)}",
-            )
+        if clock is not None:
+            check_clock(clock)
 
         self._clock = clock if clock is not None else MonotonicClock()
         # The default clock is read inline: one call less on every hit.
@@ -521,9 +517,6 @@ class MemoryStorage:
             blocked = pair.blocked_until > now
 
         if outcome is _ADMITTED and cost:
-            if not in_window:
-                expires_in = throttle.ttl_us  # the hit recorded now is the oldest
-
             if (
                 pair is None
                 and self._pairs >= self._max_pairs
@@ -531,6 +524,9 @@ class MemoryStorage:
             ):
                 verdicts = [(outcome, in_window, wait, expires_in)]
                 return self._refuse_capacity((throttle,), verdicts, cost, now)
+
+            if not in_window:
+                expires_in = throttle.ttl_us  # the hit recorded now is the oldest
 
             if commit:
                 self._record(identifier, throttle, pair, cost, now)
