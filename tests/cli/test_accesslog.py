@@ -202,7 +202,7 @@ def test_refuses_an_unreadable_file(
         raise PermissionError(13, "Permission denied")
 
     # Root reads any file whatever its mode, so the denial is simulated.
-    monkeypatch.setattr(Path, "open", denied)
+    monkeypatch.setattr(accesslog, "open", denied, raising=False)
     with pytest.raises(LogFileError, match=r"cannot read .*: Permission denied"):
         check_log(path)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from sliding_window_throttler.cli import cli
+from sliding_window_throttler.cli import accesslog, cli
 from sliding_window_throttler.cli.replay import Replay
 
 from cli_logs import BUNDLED_LOG, WriteLog, clf, stamped
@@ -154,7 +154,7 @@ def test_an_unreadable_file_is_one_line_and_exit_2(
         raise PermissionError(13, "Permission denied")
 
     # Root reads any file whatever its mode, so the denial is simulated.
-    monkeypatch.setattr(Path, "open", denied)
+    monkeypatch.setattr(accesslog, "open", denied, raising=False)
 
     assert_one_line_error(
         swt("replay", small_log, "--limit", "1/s"), "Permission denied"
@@ -466,6 +466,40 @@ def test_the_same_log_given_twice_is_refused_naming_both(
             f"swt: error: '{first}' and '{second}' are the same file; "
             "give each log once\n"
         )
+
+
+def test_odd_file_names_are_quoted_once_and_read_as_given(
+    tmp_path: Path, small_log: Path
+) -> None:
+    undecodable = os.fsdecode(bytes(tmp_path) + b"/\xff\xfe.log")
+    Path(undecodable).write_bytes(b"junk\n")
+
+    results = [
+        swt("replay", undecodable, "--limit", "1/s"),
+        swt("replay", f"{small_log}/", "--limit", "1/s"),
+        swt("replay", tmp_path / "it's.log", "--limit", "1/s"),
+    ]
+
+    assert [r.exit_code for r in results] == [2, 2, 2]
+    assert [r.stderr for r in results] == [
+        f"swt: error: '{tmp_path}/\\xff\\xfe.log' has no parseable line in common "
+        "or combined log format (line 1: not a log line: no fields after the "
+        "client)\n",
+        f"swt: error: cannot read '{small_log}/': Not a directory\n",
+        f'swt: error: cannot read "{tmp_path}/it\'s.log": No such file or directory\n',
+    ]
+
+
+def test_a_closed_standard_input_is_one_line() -> None:
+    result = subprocess.run(
+        [*SWT, "replay", "-", "--limit", "1/s"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        preexec_fn=lambda: os.close(0),
+    )
+
+    assert result.returncode == 2
+    assert result.stderr == b"swt: error: cannot read standard input: it is closed\n"
 
 
 def test_a_file_name_with_a_newline_stays_one_line(tmp_path: Path) -> None:

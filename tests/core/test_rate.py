@@ -34,6 +34,7 @@ DAY_MS = 86_400_000
         ("1/w", (1, 7 * DAY_MS)),
         ("1/366d", (1, 366 * DAY_MS)),
         ("1000000/s", (1_000_000, 1_000)),
+        ("10/.5s", (10, 500)),  # as durations take ".5s"
     ],
 )
 def test_parse_rate_returns_limit_and_window_in_ms(
@@ -101,6 +102,8 @@ def test_throttle_accepts_names_of_letters_digits_dot_dash_underscore(
 # (arguments of Throttle, the field named, text the message must contain)
 BAD_THROTTLES: list[tuple[tuple[object, ...], str, str]] = [
     (("x", 0, 1), "limit", "got 0"),
+    (("x", "10/0.5ms"), "limit", "window that is not a whole number of milli"),
+    (("x", 5, "5s\n"), "ttl", "'5s\\n' is not a duration"),
     (("x", -3, 1), "limit", "-3"),
     (("x", "0/second"), "limit", "got 0"),
     (("x", 1_000_001, 1), "limit", "1,000,001"),

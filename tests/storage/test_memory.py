@@ -769,6 +769,19 @@ def test_async_memory_storage_wraps_only_a_memory_storage() -> None:
     assert caught.value.field == "storage"
 
 
+@pytest.mark.parametrize(
+    "options", [{"max_pairs": 0}, {"overflow": "evict-lru"}, {"clock": ManualClock()}]
+)
+def test_async_memory_storage_refuses_options_beside_a_storage(
+    options: dict[str, Any],
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        AsyncMemoryStorage(MemoryStorage(), **options)
+
+    assert caught.value.field == "storage"
+    assert "not both" in caught.value.message
+
+
 def test_a_failed_eviction_does_not_stop_later_evictions() -> None:
     throttler, storage = _filled(2, "evict-lru")
     login = Throttle("login", 1, 1, block_duration=60)

@@ -319,8 +319,19 @@ def display_name(path: str | os.PathLike[str]) -> str:
 
 
 def quoted(name: str) -> str:
-    """Quote a file name for a message: one line whatever it holds."""
-    return repr(name)
+    """
+    Quote a file name for a message: one line whatever it holds, what a
+    terminal would act on escaped (a newline reads ``\\n``), and the
+    ``\\xff`` of an undecodable byte as ``display_name`` wrote it.
+    """
+    text = "".join(
+        _QUOTED.get(c) or (c if c.isprintable() else escape_char(c)) for c in name
+    )
+    quote = '"' if "'" in text else "'"
+    return quote + text + quote
+
+
+_QUOTED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 class LogReader:
@@ -350,10 +361,15 @@ class LogReader:
 
     def __init__(self, path: str | Path, *, name: str | None = None) -> None:
         self.name = display_name(path) if name is None else name
-        self.path = Path("/dev/stdin" if os.fspath(path) == STDIN else path)
+        given = "/dev/stdin" if os.fspath(path) == STDIN else os.fspath(path)
+        self.path = Path(given)
+        if given == "/dev/stdin" and not _is_open(0):
+            raise LogFileError("cannot read standard input: it is closed")
+
         with _reading(self.name):
-            # Opening a FIFO waits for its writer, as `cat` would.
-            raw = self.path.open("rb")
+            # Opening a FIFO waits for its writer, as `cat` would. The name as
+            # given: Path drops a trailing slash, which the system refuses.
+            raw = open(given, "rb")  # noqa: SIM115 (closed by close())
             try:
                 status = os.fstat(raw.fileno())
                 self.is_pipe, self.size = _kind_of(self.name, raw, status)
@@ -396,6 +412,15 @@ class LogReader:
         """Close the log (a ``GzipFile`` leaves the file it reads open)."""
         self._data.close()
         self._raw.close()
+
+
+def _is_open(descriptor: int) -> bool:
+    try:
+        os.fstat(descriptor)
+    except OSError:
+        return False
+
+    return True
 
 
 def _kind_of(

@@ -48,7 +48,7 @@ _UNITS_TEXT = "ms, s, m/min/minute, h/hour, d/day, w/week"
 _DURATION = re.compile(r"[ \t]*(\d+(?:\.\d+)?|\.\d+)[ \t]*([a-zA-Z]*)[ \t]*", re.ASCII)
 _SPEC = re.compile(
     r"[ \t]*(\d+)[ \t]*(?:/|[ \t]+per[ \t]+)[ \t]*"
-    r"(\d+(?:\.\d+)?)?[ \t]*([a-zA-Z]+)[ \t]*",
+    r"(\d+(?:\.\d+)?|\.\d+)?[ \t]*([a-zA-Z]+)[ \t]*",
     re.IGNORECASE | re.ASCII,
 )
 
@@ -105,7 +105,8 @@ def parse_duration_ms(value: Duration, *, field: str = "duration") -> int:
 
 def _parse_duration_text(text: str, field: str) -> int:
     match = _DURATION.fullmatch(text)
-    if match is None and _DURATION.fullmatch(text.strip().removeprefix("-")):
+    stripped = text.strip(" \t")
+    if match is None and stripped[:1] == "-" and _DURATION.fullmatch(stripped[1:]):
         raise ConfigurationError(
             field, f"{field} must not be negative, got {shown(text)}"
         )
@@ -175,8 +176,15 @@ def parse_rate(spec: str, *, field: str = "rate") -> tuple[int, int]:
             field, f"{field} {shown(spec)} has an absurd number of hits per window"
         )
 
-    ttl_ms = _whole_ms(float(number or 1) * scale, field, spec)
-    return int(count), ttl_ms
+    window_ms = float(number or 1) * scale
+    if abs(window_ms - round(window_ms)) > 1e-6:
+        raise ConfigurationError(
+            field,
+            f"{field} {shown(spec)} has a window that is not a whole number of "
+            "milliseconds",
+        )
+
+    return int(count), _whole_ms(window_ms, field, spec)
 
 
 @dataclass(frozen=True, slots=True, init=False)

@@ -883,6 +883,16 @@ class AsyncMemoryStorage:
                 "storage",
                 f"AsyncMemoryStorage wraps a MemoryStorage, got {shown(storage)}",
             )
+        elif (
+            clock is not None
+            or max_pairs != 100_000
+            or overflow != OverflowPolicy.REJECT_NEW
+        ):
+            raise ConfigurationError(
+                "storage",
+                "give AsyncMemoryStorage a storage or the options of a new one "
+                "(clock, max_pairs, overflow), not both: the storage keeps its own",
+            )
 
         self.sync = storage
 
