@@ -17,13 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .core.decision import Decision, Outcome
+from .core.keys import MAX_IDENTIFIER_LENGTH, check_identifier
 from .core.rate import Duration, Throttle
-from .errors import (
-    ConfigurationError,
-    KeyGenerationError,
-    RateLimitExceededError,
-    shown,
-)
+from .errors import ConfigurationError, RateLimitExceededError, shown
 from .recovery import (
     AsyncResilientStorage,
     CircuitBreaker,
@@ -38,7 +34,6 @@ from .recovery._resilience import check_options
 from .storage.base import AsyncStorage, Storage, StorageHealth
 from .storage.memory import AsyncMemoryStorage, MemoryStorage
 
-MAX_IDENTIFIER_LENGTH = 65_536
 MAX_NOW_MS = 2**52 // 1000
 MAX_COST = 2**52
 """Costs, like explicit times, stay exact in the doubles of the Redis function."""
@@ -97,21 +92,6 @@ def is_plain_hit(
         and 0 <= cost <= MAX_COST
         and 0 < len(identifier) <= MAX_IDENTIFIER_LENGTH
     )
-
-
-def check_identifier(identifier: object) -> None:
-    """Raise ``KeyGenerationError`` unless ``identifier`` can key a client."""
-    if not isinstance(identifier, str):
-        raise KeyGenerationError(
-            f"identifier must be a string, got {type(identifier).__name__}",
-            context={"identifier_type": type(identifier).__name__},
-        )
-
-    if not identifier or len(identifier) > MAX_IDENTIFIER_LENGTH:
-        raise KeyGenerationError(
-            f"identifier must have 1 to 65,536 characters, got {len(identifier):,}",
-            context={"identifier_length": len(identifier)},
-        )
 
 
 def check_throttles(throttles: Sequence[Throttle]) -> tuple[Throttle, ...]:

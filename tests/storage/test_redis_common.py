@@ -177,6 +177,7 @@ def test_a_limit_above_max_log_size_is_refused_with_the_reason() -> None:
     [
         ("", [API], 1, None, KeyGenerationError),
         (None, [API], 1, None, KeyGenerationError),
+        ("z" * 65_537, [API], 1, None, KeyGenerationError),
         ("u", [], 1, None, ConfigurationError),
         ("u", ["api"], 1, None, ConfigurationError),
         ("u", [API, Throttle("api", 5, 1)], 1, None, ConfigurationError),

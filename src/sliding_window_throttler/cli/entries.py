@@ -22,8 +22,8 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from itertools import count
 
+from ..core.keys import MAX_IDENTIFIER_LENGTH
 from ..core.rate import format_duration_ms
-from ..throttler import MAX_IDENTIFIER_LENGTH
 from .accesslog import (
     Malformed,
     decode_field,

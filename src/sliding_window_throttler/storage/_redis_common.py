@@ -26,10 +26,10 @@ from importlib import resources
 from typing import Any, TypeVar
 
 from ..core.decision import Decision, Outcome, RawRecord
+from ..core.keys import MAX_IDENTIFIER_LENGTH, check_identifier
 from ..core.rate import MAX_LIMIT, Throttle
 from ..errors import (
     ConfigurationError,
-    KeyGenerationError,
     RedisConnectionError,
     RedisFunctionError,
     StorageOperationError,
@@ -848,11 +848,16 @@ class RedisCore:
         ``resume``.
 
         Raises:
-            KeyGenerationError: for an empty identifier.
+            KeyGenerationError: for an identifier that is not 1 to 65,536
+                characters.
             ConfigurationError: for bad throttles, cost or time.
         """
-        if type(identifier) is not str or not identifier:
-            _check_identifier(identifier)
+        if (
+            type(identifier) is not str
+            or not identifier
+            or len(identifier) > MAX_IDENTIFIER_LENGTH
+        ):
+            check_identifier(identifier)
 
         key = throttles if type(throttles) is tuple else tuple(throttles)
         try:
@@ -949,7 +954,7 @@ class RedisCore:
 
     def reset(self, identifier: str, throttles: Sequence[Throttle]) -> Plan[None]:
         """The plan of ``reset``: delete the identifier's keys (all, or some)."""
-        _check_identifier(identifier)
+        check_identifier(identifier)
         for throttle in throttles:
             self.check_throttle(throttle)
 
@@ -1187,14 +1192,6 @@ def _retries(connection_kwargs: object) -> int:
         "retry_on_error"
     )
     return 1 if on_error else 0
-
-
-def _check_identifier(identifier: object) -> None:
-    if not isinstance(identifier, str) or not identifier:
-        raise KeyGenerationError(
-            "identifier must be a non-empty string",
-            context={"identifier_type": type(identifier).__name__},
-        )
 
 
 def _check_throttle_set(throttles: Sequence[Throttle]) -> None:

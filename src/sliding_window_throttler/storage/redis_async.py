@@ -349,7 +349,8 @@ class AsyncRedisStorage:
 
         Raises:
             ConfigurationError: for a bad throttle, cost or time.
-            KeyGenerationError: for an empty identifier.
+            KeyGenerationError: for an identifier that is not 1 to 65,536
+                characters.
             StorageError: when Redis fails (see ``errors``).
         """
         command = self._core.decide_command(
