@@ -222,9 +222,15 @@ class RedisStorage:
         """
         Use the master that Sentinel names for ``service_name``.
 
-        After a failover the first command on the old master fails with
-        ``RedisConnectionError``; the next one asks the sentinels again and
-        goes to the new master.
+        Once Sentinel has made the old master a replica, the first command
+        sent to it fails with ``RedisConnectionError`` and the next one asks
+        the sentinels again and goes to the new master.
+
+        Limitation: until then (seconds, in a failover Sentinel runs) the old
+        master still takes hits, and loses them when it becomes a replica;
+        the new master counts from its copy, which replication keeps a little
+        behind. Around a failover a client may get up to about twice its
+        limit.
 
         Args:
             service_name: The master's name in the Sentinel configuration.
