@@ -812,6 +812,33 @@ def test_a_server_pausing_writes_answers_ping_but_is_unhealthy(
     assert waited < 0.1 + 0.4  # the command timeout, and a margin
 
 
+@pytest.mark.parametrize("refusal", ["pause", "memory"])
+def test_a_peek_answers_where_writes_are_refused(
+    fresh_redis_server: RedisServer, refusal: str
+) -> None:
+    # FCALL_RO of a no-writes function: under CLIENT PAUSE WRITE or with
+    # memory full, hits cannot be recorded, yet a peek still reads the state.
+    throttle = Throttle("api", 5, 60)
+    admin = fresh_redis_server.client()
+    with RedisStorage.from_url(fresh_redis_server.url, **TIMEOUTS) as storage:
+        storage.hit("alice", [throttle], 2)
+        if refusal == "pause":
+            admin.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+        else:
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", 1)
+
+        try:
+            peeked = storage.peek("alice", [throttle], 1)
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+            admin.config_set("maxmemory", 0)
+            admin.close()
+
+    assert peeked.allowed
+    assert (peeked.records[0].total_hits, peeked.records[0].remaining) == (3, 2)
+
+
 def test_a_stopped_server_does_not_answer_ping_and_nothing_is_raised(
     fresh_redis_server: RedisServer,
 ) -> None:

@@ -258,11 +258,14 @@ def test_the_library_is_named_after_a_digest_of_the_lua_file() -> None:
     digest = hashlib.sha1(text.encode()).hexdigest()[:8]
 
     assert LIBRARY.name == f"swt_{digest}"
-    assert LIBRARY.source.splitlines()[1:-2] == text.splitlines()[1:-2]
-    assert LIBRARY.source.splitlines()[-2:] == [
+    assert LIBRARY.source.splitlines()[1:-3] == text.splitlines()[1:-3]
+    assert LIBRARY.source.splitlines()[-3:] == [
         f"redis.register_function('swt_{digest}_decide', decide)",
+        f"redis.register_function{{function_name='swt_{digest}_peek', "
+        "callback=peek, flags={'no-writes'}}",
         f"redis.register_function('swt_{digest}_reset', reset)",
     ]
+    assert (LIBRARY.decide.fcall, LIBRARY.peek.fcall) == ("FCALL", "FCALL_RO")
 
 
 def test_any_change_to_the_lua_file_makes_a_new_library() -> None:
@@ -494,7 +497,8 @@ def test_the_fast_command_is_the_plans_first_command() -> None:
     )
 
     assert command == commands[0].args
-    assert command[:3] == ("FCALL", LIBRARY.decide.function, 3)
+    # A peek writes nothing: a read-only function, called where writes are not.
+    assert command[:3] == ("FCALL_RO", LIBRARY.peek.function, 3)
     assert command[3:] == (
         *core.keys_for("u", [API, BURST]),
         *decide_args("peek", 5, 2, [API, BURST]),
@@ -582,7 +586,7 @@ def test_a_fast_call_that_timed_out_is_not_sent_again() -> None:
 def test_a_fast_fcall_on_a_server_without_functions_switches_to_evalsha() -> None:
     core = RedisCore()
     command = core.decide_command("u", (API,), 1, None, record=False)
-    unknown = redis_errors.ResponseError("unknown command 'FCALL'")
+    unknown = redis_errors.ResponseError("unknown command 'FCALL_RO'")
 
     reply, commands = drive(
         core.resume(command, unknown, record=False), failing_then(unknown, 7)
@@ -590,7 +594,7 @@ def test_a_fast_fcall_on_a_server_without_functions_switches_to_evalsha() -> Non
 
     assert reply == 7
     assert not core.functions
-    assert [c.args[:2] for c in commands] == [("EVALSHA", LIBRARY.decide.sha)]
+    assert [c.args[:2] for c in commands] == [("EVALSHA", LIBRARY.peek.sha)]
 
 
 # Reset plans

@@ -125,6 +125,8 @@ class LuaEntry:
 
     function: str
     """The name registered by ``FUNCTION LOAD``."""
+    fcall: str
+    """How to call it: ``FCALL``, or ``FCALL_RO`` for a read-only one."""
     body: str
     """The script run by ``EVAL``: the library with a ``return entry(...)`` tail."""
     sha: str
@@ -141,11 +143,15 @@ class LuaLibrary:
     source: str
     """The text given to ``FUNCTION LOAD``: the file under ``name``."""
     decide: LuaEntry
+    peek: LuaEntry
     reset: LuaEntry
 
 
 _SHEBANG = re.compile(r"#!lua name=(\w+)")
-_REGISTRATION = re.compile(r"redis\.register_function\('(\w+)', (\w+)\)")
+_REGISTRATION = re.compile(
+    r"redis\.register_function(?:\('(\w+)', (\w+)\)"
+    r"|\{function_name='(\w+)', callback=(\w+), flags=\{'no-writes'\}\})"
+)
 
 
 def load_library(text: str | None = None) -> LuaLibrary:
@@ -164,11 +170,16 @@ def load_library(text: str | None = None) -> LuaLibrary:
     shebang, _, rest = text.partition("\n")
     name_match = _SHEBANG.fullmatch(shebang)
     body, marker, registration = rest.partition("\nredis.register_function(")
-    entries = {
-        entry: function
-        for function, entry in _REGISTRATION.findall(marker + registration)
-    }
-    if name_match is None or not marker or set(entries) != {"decide", "reset"}:
+    entries: dict[str, str] = {}
+    read_only: set[str] = set()
+    for found in _REGISTRATION.finditer(marker + registration):
+        if found.group(1):
+            entries[found.group(2)] = found.group(1)
+        else:
+            entries[found.group(4)] = found.group(3)
+            read_only.add(found.group(4))
+
+    if name_match is None or not marker or set(entries) != {"decide", "peek", "reset"}:
         raise RuntimeError("lua/throttle.lua lost its shebang or registration block")
 
     prefix = name_match.group(1)
@@ -176,23 +187,26 @@ def load_library(text: str | None = None) -> LuaLibrary:
     if any(function != f"{prefix}_{entry}" for entry, function in entries.items()):
         raise RuntimeError(f"lua/throttle.lua must register {prefix}_<entry>")
 
-    registration = _REGISTRATION.sub(
-        lambda found: (
-            f"redis.register_function('{name}_{found.group(2)}', {found.group(2)})"
-        ),
-        marker + registration,
-    )
+    prefixed = marker + registration
+    for entry in entries:
+        prefixed = prefixed.replace(f"'{prefix}_{entry}'", f"'{name}_{entry}'")
+
+    def made(entry: str) -> LuaEntry:
+        command = "FCALL_RO" if entry in read_only else "FCALL"
+        return _entry(f"{name}_{entry}", command, body, entry)
+
     return LuaLibrary(
         name,
-        f"#!lua name={name}\n{body}{registration}",
-        _entry(f"{name}_decide", body, "decide"),
-        _entry(f"{name}_reset", body, "reset"),
+        f"#!lua name={name}\n{body}{prefixed}",
+        made("decide"),
+        made("peek"),
+        made("reset"),
     )
 
 
-def _entry(function: str, body: str, entry: str) -> LuaEntry:
+def _entry(function: str, fcall: str, body: str, entry: str) -> LuaEntry:
     script = f"{body}\nreturn {entry}(KEYS, ARGV)\n"
-    return LuaEntry(function, script, hashlib.sha1(script.encode()).hexdigest())
+    return LuaEntry(function, fcall, script, hashlib.sha1(script.encode()).hexdigest())
 
 
 LIBRARY = load_library()
@@ -885,7 +899,10 @@ class RedisCore:
 
                 self._index_keys[identifier] = index
 
-        entry = prepared.fcall if self.functions else prepared.evalsha
+        if record:
+            entry = prepared.fcall if self.functions else prepared.evalsha
+        else:
+            entry = prepared.fcall_peek if self.functions else prepared.evalsha_peek
         mode = "hit" if record else "peek"
         now = "" if now_us is None else now_us
         if len(prepared.suffixes) == 1:
@@ -909,7 +926,7 @@ class RedisCore:
         with map_redis_errors("hit" if record else "peek", self.limits):
             return (
                 yield from self._call(
-                    LIBRARY.decide, keys, args, (command[0] == "FCALL", error)
+                    _entry_of(record), keys, args, (command[0] != "EVALSHA", error)
                 )
             )
 
@@ -929,7 +946,7 @@ class RedisCore:
         count = command[2]
         keys, args = command[3 : 3 + count], command[3 + count :]
         with map_redis_errors("hit" if record else "peek", self.limits):
-            reply = yield from self._call(LIBRARY.decide, keys, args)
+            reply = yield from self._call(_entry_of(record), keys, args)
 
         return parse_decision(reply, throttles, cost)
 
@@ -941,8 +958,10 @@ class RedisCore:
         _check_throttle_set(throttles)
         count = len(throttles) + 1
         prepared = _Prepared(
-            ("FCALL", LIBRARY.decide.function, count),
+            (LIBRARY.decide.fcall, LIBRARY.decide.function, count),
             ("EVALSHA", LIBRARY.decide.sha, count),
+            (LIBRARY.peek.fcall, LIBRARY.peek.function, count),
+            ("EVALSHA", LIBRARY.peek.sha, count),
             tuple(f":{t.name}" for t in throttles),
             tuple(decide_args("hit", None, 0, throttles)[3:]),
         )
@@ -1028,7 +1047,9 @@ class RedisCore:
         the first call went out already (``FCALL`` or not) and raised this.
         """
         if self.functions if sent is None else sent[0]:
-            fcall = Command(("FCALL", entry.function, len(keys), *keys, *args), keys[0])
+            fcall = Command(
+                (entry.fcall, entry.function, len(keys), *keys, *args), keys[0]
+            )
             try:
                 return (yield from _send(fcall, sent))
             except redis_errors.ResponseError as exc:
@@ -1121,6 +1142,11 @@ def _reason(exc: Exception, limits: PoolLimits | None) -> str:
         return f"{type(exc).__name__}: {exc}"
 
 
+def _entry_of(record: bool) -> LuaEntry:
+    """The entry that decides a hit (``record``) or a peek."""
+    return LIBRARY.decide if record else LIBRARY.peek
+
+
 def _send(command: Command, sent: tuple[bool, Exception] | None) -> Plan[Any]:
     """Yield ``command``, or raise what it raised when it was sent already."""
     if sent is not None:
@@ -1135,6 +1161,8 @@ class _Prepared:
 
     fcall: tuple[str, str, int]
     evalsha: tuple[str, str, int]
+    fcall_peek: tuple[str, str, int]
+    evalsha_peek: tuple[str, str, int]
     suffixes: tuple[str, ...]
     """``:name`` of each ring key, after the index key."""
     args: tuple[str | int, ...]

@@ -612,8 +612,20 @@ local function reset(keys, args)
   return redis.call('DEL', unpack(keys))
 end
 
+-- A peek through FCALL_RO: flagged no-writes, so it answers where writes are
+-- refused (memory full, CLIENT PAUSE WRITE, a replica). `decide` writes
+-- nothing for a peek.
+local function peek(keys, args)
+  if args[1] ~= 'peek' then
+    bad('mode ', tostring(args[1]), ': this entry only peeks')
+  end
+
+  return decide(keys, args)
+end
+
 -- Registration: used by FUNCTION LOAD only; everything from the next line on
 -- is dropped from the EVALSHA body. _redis_common.py puts the library's name
 -- in place of the `swt` prefix of each function.
 redis.register_function('swt_decide', decide)
+redis.register_function{function_name='swt_peek', callback=peek, flags={'no-writes'}}
 redis.register_function('swt_reset', reset)
