@@ -611,10 +611,10 @@ CREDENTIALS_SUGGESTION = (
 )
 PERMISSIONS_SUGGESTION = (
     "The Redis ACL user lacks a permission the throttle needs: allow its keys "
-    "(~<prefix>:*), FCALL, FUNCTION LOAD, EVALSHA and EVAL, and the commands the "
-    "Lua library runs (GET, SET, GETRANGE, SETRANGE, PEXPIRE, PEXPIREAT, PTTL, DEL, "
-    "TIME; health checks add PING). Retrying cannot help; the failure strategy "
-    "decides until the ACL is fixed."
+    "(~<prefix>:*), FCALL, FCALL_RO, FUNCTION LOAD, EVALSHA and EVAL, and the "
+    "commands the Lua library runs (GET, SET, GETRANGE, SETRANGE, PEXPIRE, "
+    "PEXPIREAT, PTTL, DEL, TIME; health checks add PING). Retrying cannot help; "
+    "the failure strategy decides until the ACL is fixed."
 )
 POOL_SUGGESTION = (
     "Every connection of the storage's pool stayed busy: raise max_connections "
