@@ -140,6 +140,36 @@ moves = st.lists(
 )
 
 
+def _play_one_name(
+    versions: list[Throttle], steps: list[Move], *, windows_shrink: bool = False
+) -> None:
+    """
+    Play ``steps`` on one throttle name whose definition changes between
+    them (``step.version``; never back to an earlier one if ``windows_shrink``).
+    The clock jumps both ways; the model keeps one clock for all pairs, as the
+    storage does.
+    """
+    clock = ManualClock(start_ms=10_000)
+    throttler = Throttler(MemoryStorage(clock=clock))
+    model = Model(one_clock=True)
+    now_us = 10_000_000
+    version = 0
+    for number, step in enumerate(steps):
+        now_us += step.delta_us
+        clock.set_us(now_us)
+        version = max(version, step.version) if windows_shrink else step.version
+        throttle = versions[version]
+        spec = [spec_of(throttle)]
+        if step.peek:
+            got = throttler.peek(step.identifier, throttle, cost=step.cost)
+            want = model.peek(step.identifier, spec, step.cost, now_us)
+        else:
+            got = throttler.hit(step.identifier, throttle, cost=step.cost)
+            want = model.hit(step.identifier, spec, step.cost, now_us)
+
+        assert as_verdict(got) == want, f"step {number}: {step} at {now_us} us"
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(st.integers(1, 6), min_size=3, max_size=3),
@@ -150,26 +180,8 @@ moves = st.lists(
 def test_changed_limits_and_a_clock_that_steps_back_decide_as_the_model(
     limits: list[int], ttl_ms: int, block_ms: int, steps: list[Move]
 ) -> None:
-    # One throttle name, three limits in turn; the clock jumps both ways. The
-    # model keeps one clock for all pairs, as the storage does.
     versions = [Throttle("api", n, ttl_ms / 1000, block_ms / 1000) for n in limits]
-    clock = ManualClock(start_ms=10_000)
-    throttler = Throttler(MemoryStorage(clock=clock))
-    model = Model(one_clock=True)
-    now_us = 10_000_000
-    for number, step in enumerate(steps):
-        now_us += step.delta_us
-        clock.set_us(now_us)
-        throttle = versions[step.version]
-        spec = [spec_of(throttle)]
-        if step.peek:
-            got = throttler.peek(step.identifier, throttle, cost=step.cost)
-            want = model.peek(step.identifier, spec, step.cost, now_us)
-        else:
-            got = throttler.hit(step.identifier, throttle, cost=step.cost)
-            want = model.hit(step.identifier, spec, step.cost, now_us)
-
-        assert as_verdict(got) == want, f"step {number}: {step} at {now_us} us"
+    _play_one_name(versions, steps)
 
 
 @settings(max_examples=300, deadline=None)
@@ -181,33 +193,15 @@ def test_changed_limits_and_a_clock_that_steps_back_decide_as_the_model(
 def test_shorter_windows_and_changed_limits_decide_as_the_model(
     limits: list[int], block_ms: int, steps: list[Move]
 ) -> None:
-    # The window of one throttle name shrinks in turn (3 s, 1 s, 5 ms) while
-    # its limit changes: the pairs' rings carry over. (A longer window cannot
-    # be compared: the storage forgets a client idle past its old window.)
+    # The window shrinks in turn (3 s, 1 s, 5 ms) while the limit changes: the
+    # rings carry over. (A longer window cannot be compared: the storage
+    # forgets a client idle past its old window, the model never does.)
     windows = (3, 1, 0.005)
     versions = [
         Throttle("api", n, ttl, block_ms / 1000)
         for n, ttl in zip(limits, windows, strict=True)
     ]
-    clock = ManualClock(start_ms=10_000)
-    throttler = Throttler(MemoryStorage(clock=clock))
-    model = Model(one_clock=True)
-    now_us = 10_000_000
-    version = 0
-    for number, step in enumerate(steps):
-        now_us += step.delta_us
-        clock.set_us(now_us)
-        version = max(version, step.version)
-        throttle = versions[version]
-        spec = [spec_of(throttle)]
-        if step.peek:
-            got = throttler.peek(step.identifier, throttle, cost=step.cost)
-            want = model.peek(step.identifier, spec, step.cost, now_us)
-        else:
-            got = throttler.hit(step.identifier, throttle, cost=step.cost)
-            want = model.hit(step.identifier, spec, step.cost, now_us)
-
-        assert as_verdict(got) == want, f"step {number}: {step} at {now_us} us"
+    _play_one_name(versions, steps, windows_shrink=True)
 
 
 @pytest.mark.parametrize("limit", [33, 64, 257])
