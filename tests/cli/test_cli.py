@@ -538,6 +538,20 @@ def test_a_dash_reads_standard_input_from_a_pipe_or_a_file(tmp_path: Path) -> No
     assert json.loads(redirected.stdout)["requests"] == 2
 
 
+def test_a_file_named_dash_is_read_as_dot_slash_dash(tmp_path: Path) -> None:
+    (tmp_path / "-").write_text(LINE * 4)
+    args = [*SWT, "replay", "./-", "--limit", "1/10s", "--json"]
+
+    # Standard input holds other lines: they must not be the ones replayed.
+    result = subprocess.run(
+        args, input=LINE, capture_output=True, text=True, cwd=tmp_path, timeout=30
+    )
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["files"], report["requests"]) == (["./-"], 4)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -349,7 +349,8 @@ class LogReader:
         name: How messages name it, if not as ``path`` is given.
 
     Attributes:
-        path: Where it is read from.
+        path: Where it is read from: the name as given (``/dev/stdin`` for
+            ``-``).
         name: As given, for messages and reports (``display_name``).
         is_pipe: True for a pipe, which cannot be read a second time.
         size: Its size on disk, for progress; 0 for a pipe.
@@ -362,7 +363,8 @@ class LogReader:
     def __init__(self, path: str | Path, *, name: str | None = None) -> None:
         self.name = display_name(path) if name is None else name
         given = "/dev/stdin" if os.fspath(path) == STDIN else os.fspath(path)
-        self.path = Path(given)
+        # As given, not as a Path: that would make "./-" the "-" of stdin.
+        self.path = given
         if given == "/dev/stdin" and not _is_open(0):
             raise LogFileError("cannot read standard input: it is closed")
 

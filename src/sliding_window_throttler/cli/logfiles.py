@@ -46,7 +46,7 @@ class LogFile:
 
     def __init__(
         self,
-        path: Path,
+        path: str,
         start_us: int,
         size: int,
         pipe: LogReader | None = None,
