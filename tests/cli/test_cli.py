@@ -427,6 +427,30 @@ def test_a_pipe_closed_after_the_first_line_ends_quietly_with_exit_141(
     assert stderr == b""
 
 
+@pytest.mark.parametrize("output", [[], ["--json"]])
+def test_a_small_report_is_in_the_pipe_at_once_even_unbuffered(
+    small_log: Path, output: list[str]
+) -> None:
+    # `swt replay small.log | head -1` with PYTHONUNBUFFERED=1: the report
+    # goes in one write, so the reader leaving after a line cuts nothing.
+    process = subprocess.Popen(
+        [*SWT, "replay", small_log, "--limit", "3/10s", *output],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        bufsize=0,
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    process.stdout.close()
+
+    _, stderr = process.communicate(timeout=60)
+
+    assert first in (b"swt replay\n", b"{\n")
+    assert process.returncode == 0
+    assert stderr == b""
+
+
 def test_a_pipe_that_takes_the_whole_report_before_it_closes_exits_0(
     small_log: Path,
 ) -> None:

@@ -18,6 +18,7 @@ flush at exit has nothing left to fail on (it would print a second error).
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -48,16 +49,20 @@ def standard_output() -> TextIO:
 
 def write_report(write: Callable[[TextIO], None], stream: TextIO) -> None:
     """
-    Call ``write(stream)``, then flush the stream.
+    Render the report with ``write``, then write it to ``stream`` at once:
+    straight to its descriptor, so that a report the pipe can hold goes in
+    one write whatever Python's buffering (``PYTHONUNBUFFERED``), and a
+    reader that leaves mid-report fails the next write.
 
     Raises:
         OutputError: when the stream fails (the message says why).
         click.exceptions.Exit: with ``EXIT_BROKEN_PIPE`` when the reader of
             a pipe has gone.
     """
+    rendered = _Rendered(stream)
+    write(rendered)
     try:
-        write(stream)
-        stream.flush()
+        _write_all(stream, rendered.getvalue())
     except BrokenPipeError:
         _discard(stream)
         raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from None
@@ -65,6 +70,49 @@ def write_report(write: Callable[[TextIO], None], stream: TextIO) -> None:
         _discard(stream)
         reason = exc.strerror or exc
         raise OutputError(f"cannot write the report: {reason}") from None
+
+
+class _Rendered(io.StringIO):
+    """A report being rendered for ``stream``: its encoding, its terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self._stream = stream
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+
+def _write_all(stream: TextIO, text: str) -> None:
+    """
+    Write ``text`` to the descriptor of ``stream`` until all of it is in.
+    (Python's buffered writer takes a large write that a pipe accepts only in
+    part as done, and never says that the reader left.)
+    """
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError):  # no descriptor: a stream in memory (tests)
+        stream.write(text)
+        stream.flush()
+        return
+
+    stream.flush()  # what it holds already goes first
+    data = memoryview(
+        text.encode(_encoding(stream), getattr(stream, "errors", None) or "strict")
+    )
+    while data:
+        data = data[os.write(descriptor, data) :]
+
+
+def _encoding(stream: TextIO) -> str:
+    return getattr(stream, "encoding", None) or "utf-8"
 
 
 def _discard(stream: TextIO) -> None:

@@ -126,10 +126,7 @@ def write_json(result: ReplayResult, stream: TextIO) -> None:
     if not _encodes(text, _encoding(stream)):
         text = json.dumps(report, indent=2)
 
-    # Line by line, as the text report: a pipe whose reader left mid-report
-    # then fails the next write. (One large write that the pipe takes only
-    # in part is not reported by Python's buffered writer.)
-    stream.writelines(line + "\n" for line in text.split("\n"))
+    stream.write(text + "\n")
 
 
 def write_text(result: ReplayResult, stream: TextIO) -> None:
