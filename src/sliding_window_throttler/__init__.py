@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .config import ThrottlerSettings
 from .core.clock import Clock, ManualClock, MonotonicClock
 from .core.decision import Decision, Outcome, ThrottleRecord
 from .core.rate import Throttle, parse_duration_ms, parse_rate
@@ -34,6 +35,7 @@ from .recovery import (
     AsyncResilientStorage,
     CircuitBreaker,
     ErrorRecoveryManager,
+    ExponentialBackoff,
     FailureMode,
     RecoveryResult,
     RecoveryStrategy,
@@ -68,6 +70,7 @@ __all__ = [
     "Decision",
     "ErrorRecoveryManager",
     "ErrorSeverity",
+    "ExponentialBackoff",
     "FailureMode",
     "KeyGenerationError",
     "ManualClock",
@@ -94,6 +97,7 @@ __all__ = [
     "Throttler",
     "ThrottlerError",
     "ThrottlerErrorCode",
+    "ThrottlerSettings",
     "__version__",
     "is_recoverable_error",
     "is_throttler_error",

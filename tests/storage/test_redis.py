@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from sliding_window_throttler import (
+    ConfigurationError,
     Decision,
     RedisConnectionError,
     RedisFunctionError,
@@ -510,6 +511,40 @@ def test_default_timeouts_are_tight_and_retries_off(redis_server: RedisServer) -
     assert kwargs["socket_connect_timeout"] == 0.05
     assert kwargs["socket_timeout"] == 0.1
     assert kwargs["retry"].get_retries() == 0
+
+
+def test_from_env_reads_the_url_and_the_timeouts_set(
+    redis_server: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("SWT_COMMAND_TIMEOUT", "300ms")
+    throttle = Throttle("api", 2, 60)
+
+    with RedisStorage.from_env(prefix=prefix) as storage:
+        decision = storage.hit("env", [throttle], 1)
+        timeouts = storage.socket_timeouts()
+
+    async def async_timeouts() -> tuple[float | None, float | None]:
+        async with AsyncRedisStorage.from_env(prefix=prefix) as storage:
+            await storage.hit("env", [throttle], 1)
+            return storage._connect_timeout, storage._command_timeout
+
+    assert decision.allowed
+    assert timeouts == (0.05, 0.3)  # the connect timeout is the sync default
+    assert asyncio.run(async_timeouts()) == (0.5, 0.3)  # and the async one
+
+
+def test_from_env_without_a_url_says_which_variable_to_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("REDIS_URL", "SWT_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+    with pytest.raises(ConfigurationError) as caught:
+        RedisStorage.from_env()
+
+    assert caught.value.field == "redis_url"
+    assert "set REDIS_URL (or SWT_REDIS_URL)" in caught.value.message
 
 
 def test_a_unix_socket_url_works(

@@ -104,6 +104,39 @@ def test_an_acl_without_functions_falls_back_to_scripts(
     storage.close()
 
 
+def test_an_acl_without_fcall_ro_peeks_through_fcall_and_keeps_functions(
+    fresh_redis_server: RedisServer,
+) -> None:
+    # Functions allowed, FCALL_RO and scripts not: a peek must not switch the
+    # storage to EVALSHA, which this user may not run.
+    admin = fresh_redis_server.client()
+    admin.execute_command(
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-fcall_ro",
+        "-evalsha",
+        "-eval",
+    )
+    admin.close()
+    url = fresh_redis_server.url.replace("redis://", "redis://app:pw@")
+    storage = RedisStorage.from_url(url, **TIMEOUTS)
+    throttler = Throttler(storage)
+
+    first = throttler.hit("a", API, now_ms=0).allowed
+    peeked = throttler.peek("a", API, now_ms=0).records[0].total_hits
+    after = [throttler.hit("a", API, now_ms=0).allowed for _ in range(3)]
+
+    assert (first, peeked, after) == (True, 2, [True, True, False])
+    assert (storage._core.functions, storage._core.read_only) == (True, False)
+    storage.close()
+
+
 @pytest.mark.parametrize("url", ["foo://x", "redis://127.0.0.1:99999/0"])
 @pytest.mark.parametrize("face", [RedisStorage, AsyncRedisStorage])
 @pytest.mark.parametrize("constructor", ["from_url", "from_cluster"])

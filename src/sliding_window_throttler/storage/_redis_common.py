@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 
+from ..config import ThrottlerSettings
 from ..core.decision import Decision, Outcome, RawRecord
 from ..core.keys import MAX_IDENTIFIER_LENGTH, check_identifier
 from ..core.rate import MAX_LIMIT, Throttle
@@ -210,6 +211,37 @@ def _entry(function: str, fcall: str, body: str, entry: str) -> LuaEntry:
 
 
 LIBRARY = load_library()
+
+
+def settings_connection(
+    settings: ThrottlerSettings | None,
+) -> tuple[str, dict[str, float]]:
+    """
+    The URL and the timeouts (as ``from_url`` keywords) that the settings, or
+    the environment, set; timeouts left unset keep the face's own defaults.
+
+    Raises:
+        ConfigurationError: without a URL, or for a bad variable (naming it).
+    """
+    if settings is None:
+        settings = ThrottlerSettings.from_env()
+
+    if settings.redis_url is None:
+        raise ConfigurationError(
+            "redis_url",
+            "no Redis URL in the environment: set REDIS_URL (or SWT_REDIS_URL), "
+            "such as redis://localhost:6379/0",
+        )
+
+    given = settings.model_fields_set
+    timeouts = {}
+    if "connect_timeout" in given:
+        timeouts["socket_connect_timeout"] = settings.connect_timeout
+
+    if "command_timeout" in given:
+        timeouts["socket_timeout"] = settings.command_timeout
+
+    return settings.redis_url, timeouts
 
 
 def identifier_tag(identifier: str) -> str:
@@ -737,6 +769,13 @@ def _is_unknown_command(exc: redis_errors.ResponseError) -> bool:
     return message.startswith("unknown command")
 
 
+def _is_refused(exc: redis_errors.ResponseError, command: str) -> bool:
+    """Whether the ACL refused ``command`` (NOPERM naming it)."""
+    return isinstance(exc, redis_errors.NoPermissionError) and (
+        f"'{command}'" in str(exc).lower()
+    )
+
+
 def _is_function_missing(exc: redis_errors.ResponseError) -> bool:
     return str(exc).startswith("Function not found")
 
@@ -762,6 +801,7 @@ class RedisCore:
         "limits",
         "max_log_size",
         "prefix",
+        "read_only",
     )
 
     def __init__(
@@ -799,6 +839,9 @@ class RedisCore:
 
         self.prefix = prefix
         self.functions = enable_redis_functions
+        # Peeks call the no-writes function through FCALL_RO, unless the ACL
+        # forbids that command (they then go through FCALL).
+        self.read_only = True
         self.max_log_size = max_log_size
         self._checked: set[Throttle] = set()
         self._prepared: dict[tuple[Throttle, ...], _Prepared] = {}
@@ -899,10 +942,12 @@ class RedisCore:
 
                 self._index_keys[identifier] = index
 
-        if record:
-            entry = prepared.fcall if self.functions else prepared.evalsha
+        if not self.functions:
+            entry = prepared.evalsha if record else prepared.evalsha_peek
+        elif record or not self.read_only:
+            entry = prepared.fcall
         else:
-            entry = prepared.fcall_peek if self.functions else prepared.evalsha_peek
+            entry = prepared.fcall_peek
         mode = "hit" if record else "peek"
         now = "" if now_us is None else now_us
         if len(prepared.suffixes) == 1:
@@ -926,7 +971,7 @@ class RedisCore:
         with map_redis_errors("hit" if record else "peek", self.limits):
             return (
                 yield from self._call(
-                    _entry_of(record), keys, args, (command[0] != "EVALSHA", error)
+                    self._entry(record), keys, args, (command[0] != "EVALSHA", error)
                 )
             )
 
@@ -946,9 +991,13 @@ class RedisCore:
         count = command[2]
         keys, args = command[3 : 3 + count], command[3 + count :]
         with map_redis_errors("hit" if record else "peek", self.limits):
-            reply = yield from self._call(_entry_of(record), keys, args)
+            reply = yield from self._call(self._entry(record), keys, args)
 
         return parse_decision(reply, throttles, cost)
+
+    def _entry(self, record: bool) -> LuaEntry:
+        """The entry that decides a hit (``record``) or a peek."""
+        return LIBRARY.peek if not record and self.read_only else LIBRARY.decide
 
     def _prepare(self, throttles: tuple[Throttle, ...]) -> _Prepared:
         """Check throttles met for the first time and keep their arguments."""
@@ -1053,6 +1102,13 @@ class RedisCore:
             try:
                 return (yield from _send(fcall, sent))
             except redis_errors.ResponseError as exc:
+                if entry.fcall == "FCALL_RO" and _is_refused(exc, "fcall_ro"):
+                    # An ACL that allows FCALL but not FCALL_RO: peeks go
+                    # through the deciding function, which writes nothing for
+                    # them (and whose own refusal, if any, is handled there).
+                    self.read_only = False
+                    return (yield from self._call(LIBRARY.decide, keys, args))
+
                 if _is_function_missing(exc):
                     # The error comes before the function runs (a restart
                     # without persistence, FUNCTION FLUSH, a failover to a
@@ -1140,11 +1196,6 @@ def _reason(exc: Exception, limits: PoolLimits | None) -> str:
         return mapped.message
     except Exception:  # not a redis-py error
         return f"{type(exc).__name__}: {exc}"
-
-
-def _entry_of(record: bool) -> LuaEntry:
-    """The entry that decides a hit (``record``) or a peek."""
-    return LIBRARY.decide if record else LIBRARY.peek
 
 
 def _send(command: Command, sent: tuple[bool, Exception] | None) -> Plan[Any]:

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
+# First: it raises ConfigurationError naming the extra when redis is missing.
+from ..config import ThrottlerSettings
 from ..core.decision import Decision
 from ..core.rate import Throttle
-
-# First: it raises ConfigurationError naming the extra when redis is missing.
 from ._redis_common import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
@@ -34,6 +34,7 @@ from ._redis_common import (
     client_timeouts,
     parse_decision,
     pool_limits,
+    settings_connection,
 )
 from .base import StorageHealth
 
@@ -118,6 +119,26 @@ class RedisStorage:
         self._owned = owned
         self._flights: dict[str | None, Future[Any]] = {}
         self._flights_lock = threading.Lock()
+
+    @classmethod
+    def from_env(
+        cls, settings: ThrottlerSettings | None = None, **options: Any
+    ) -> RedisStorage:
+        """
+        Connect to the Redis the environment names: ``REDIS_URL`` (or
+        ``SWT_REDIS_URL``), with ``SWT_CONNECT_TIMEOUT`` and
+        ``SWT_COMMAND_TIMEOUT`` when they are set (``ThrottlerSettings``).
+
+        Args:
+            settings: The settings to use instead of the environment's.
+            options: As for ``from_url``; they win over the settings.
+
+        Raises:
+            ConfigurationError: without a URL, or for a bad variable or
+                setting (naming it).
+        """
+        url, timeouts = settings_connection(settings)
+        return cls.from_url(url, **{**timeouts, **options})
 
     @classmethod
     def from_url(

@@ -14,11 +14,11 @@ import inspect
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
+# First: it raises ConfigurationError naming the extra when redis is missing.
+from ..config import ThrottlerSettings
 from ..core.decision import Decision
 from ..core.rate import Throttle
 from ..errors import ConfigurationError
-
-# First: it raises ConfigurationError naming the extra when redis is missing.
 from ._redis_common import (
     DEFAULT_ASYNC_CONNECT_TIMEOUT,
     DEFAULT_COMMAND_TIMEOUT,
@@ -37,6 +37,7 @@ from ._redis_common import (
     cluster_url,
     parse_decision,
     pool_limits,
+    settings_connection,
 )
 from ._watchdog import Watchdog
 from .base import StorageHealth
@@ -144,6 +145,26 @@ class AsyncRedisStorage:
         self._flights: dict[str | None, asyncio.Future[Any]] = {}
         self._watchdog = Watchdog(self._connect_timeout, self._command_timeout)
         self._bound: float | None = None  # every decision's deadline (bound_calls)
+
+    @classmethod
+    def from_env(
+        cls, settings: ThrottlerSettings | None = None, **options: Any
+    ) -> AsyncRedisStorage:
+        """
+        Connect to the Redis the environment names: ``REDIS_URL`` (or
+        ``SWT_REDIS_URL``), with ``SWT_CONNECT_TIMEOUT`` and
+        ``SWT_COMMAND_TIMEOUT`` when they are set (``ThrottlerSettings``).
+
+        Args:
+            settings: The settings to use instead of the environment's.
+            options: As for ``from_url``; they win over the settings.
+
+        Raises:
+            ConfigurationError: without a URL, or for a bad variable or
+                setting (naming it).
+        """
+        url, timeouts = settings_connection(settings)
+        return cls.from_url(url, **{**timeouts, **options})
 
     @classmethod
     def from_url(
