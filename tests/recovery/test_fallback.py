@@ -82,6 +82,23 @@ def test_a_cost_above_the_share_but_within_the_limit_takes_the_whole_share() -> 
     assert hit(5) == (True, "admitted", 0.0)
 
 
+def test_a_cost_above_one_share_still_counts_whole_in_the_others() -> None:
+    # burst 10/s is 3 a server, sustained 100/min 25: hits of cost 5 pass
+    # burst while its share is unused, and sustained counts all 5 of each.
+    clock = ManualClock()
+    fallback = LocalFallback(app_servers=4, clock=clock)
+    burst, sustained = Throttle("burst", 10, 1), Throttle("sustained", 100, 60)
+
+    admitted = []
+    for second in range(60):
+        clock.set_ms(second * 1000)
+        decision = fallback.decide("hit", "c", (burst, sustained), 5, None)
+        admitted.append(decision.allowed)
+
+    assert admitted == [True] * 5 + [False] * 55
+    assert decision.records[1].total_hits == 30  # 25 counted, and this hit's 5
+
+
 def test_keeps_at_least_one_hit_per_window() -> None:
     fallback = LocalFallback(app_servers=100)
 

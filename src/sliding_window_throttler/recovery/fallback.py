@@ -13,8 +13,8 @@ spread evenly over the fleet gets at least its limit, and at most
 who keep to their limit (5/minute over 3 servers would be 1 each: 3 in all),
 and an outage is no reason to serve less than the contract promises.
 
-A hit whose cost is within the limits but above a server's share counts as
-the whole share there: it is admitted when that share is unused.
+A hit whose cost is within a limit but above a server's share of it is
+admitted there only while that share is unused, and counts its whole cost.
 
 Limitation: the split assumes traffic is spread evenly over the app servers;
 one that gets most of a client's traffic refuses it early. And hits admitted
@@ -84,7 +84,7 @@ class LocalFallback:
             if storage is not None
             else MemoryStorage(clock=clock, max_pairs=max_pairs)
         )
-        self._scaled: dict[Throttle, Throttle] = {}
+        self._scaled: dict[tuple[Throttle, int], Throttle] = {}
         self._lock = threading.Lock()
 
     def can_recover(self, error: ThrottlerError) -> bool:
@@ -114,9 +114,7 @@ class LocalFallback:
     ) -> Decision:
         """Decide in local memory, marked degraded (``recover`` unwrapped)."""
         if self.app_servers != 1:
-            shares = tuple(self._scale(t) for t in throttles)
-            cost = _local_cost(cost, throttles, shares)
-            throttles = shares
+            throttles = tuple(self._local(t, cost) for t in throttles)
 
         storage = self.storage
         if operation == "hit" and now_us is None and len(throttles) == 1:
@@ -133,7 +131,7 @@ class LocalFallback:
         if self.app_servers == 1:
             return throttles if isinstance(throttles, tuple) else tuple(throttles)
 
-        return tuple(self._scale(t) for t in throttles)
+        return tuple(self._local(t, 1) for t in throttles)
 
     def reset(self, identifier: str, throttles: Sequence[Throttle] = ()) -> None:
         """Forget the identifier's local hits and blocks."""
@@ -147,14 +145,22 @@ class LocalFallback:
         """The local storage's counters."""
         return self.storage.stats()
 
-    def _scale(self, throttle: Throttle) -> Throttle:
-        scaled = self._scaled.get(throttle)
-        if scaled is not None:
-            return scaled
+    def _local(self, throttle: Throttle, cost: int) -> Throttle:
+        """
+        The throttle this process enforces: its share of the limit; where the
+        cost fits the limit but not the share, the cost, so that the hit is
+        admitted while the share is unused (the ring keeps the newest).
+        """
+        share = -(-throttle.limit // self.app_servers)
+        limit = cost if share < cost <= throttle.limit else share
+        key = (throttle, limit)
+        local = self._scaled.get(key)
+        if local is not None:
+            return local
 
-        scaled = Throttle(
+        local = Throttle(
             throttle.name,
-            -(-throttle.limit // self.app_servers),
+            limit,
             timedelta(milliseconds=throttle.ttl_ms),
             timedelta(milliseconds=throttle.block_duration_ms),
         )
@@ -162,21 +168,6 @@ class LocalFallback:
             if len(self._scaled) >= _CACHE_SIZE:
                 self._scaled.clear()
 
-            self._scaled[throttle] = scaled
+            self._scaled[key] = local
 
-        return scaled
-
-
-def _local_cost(
-    cost: int, throttles: Sequence[Throttle], shares: Sequence[Throttle]
-) -> int:
-    """
-    The cost to count locally: a cost that the limits allow but a process's
-    share does not takes the whole share, so it can succeed (refused only
-    while the share is in use), as it could with the shared storage.
-    """
-    share = min(t.limit for t in shares)
-    if cost <= share or cost > min(t.limit for t in throttles):
-        return cost
-
-    return share
+        return local
