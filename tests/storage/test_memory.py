@@ -35,6 +35,8 @@ from sliding_window_throttler.core.sliding_window import count_left
 from sliding_window_throttler.storage import memory
 from sliding_window_throttler.storage.base import StorageHealth
 
+from model import Model, as_verdict, spec_of
+
 A = Outcome.ADMITTED
 FULL = Outcome.LIMIT_REACHED
 BLOCKED = Outcome.BLOCKED
@@ -253,6 +255,51 @@ def test_a_raised_limit_on_a_wrapped_ring_keeps_every_admission_in_order() -> No
 
     assert _seen(refused, 16, 1) == Row(16, False, 4, 0, 1, 1, 0.004, FULL)
     assert _seen(lowered, 16, 1) == Row(16, False, 3, 0, 1, 1, 0.005, FULL)
+
+
+def test_a_block_under_a_longer_window_keeps_the_hits_of_the_shorter_one() -> None:
+    # Two hits under 2/1s, then the name moves to 2/10s with a block: the
+    # window of 10 s holds both, so every later hit is refused (the block
+    # keeps the pair for the longer window, as any write does).
+    storage = MemoryStorage(clock=ManualClock())
+    short = Throttle("a", 2, 1)
+    long_ = Throttle("a", 2, 10, block_duration=2)
+    model = Model(one_clock=True)
+    for _ in range(2):
+        storage.hit("c", [short], 1, 0)
+        model.hit("c", [spec_of(short)], 1, 0)
+
+    for step in range(1, 10):
+        now_us = step * 500_000
+        got = storage.hit("c", [long_], 1, now_us)
+        assert as_verdict(got) == model.hit("c", [spec_of(long_)], 1, now_us)
+        assert not got.allowed
+
+
+def test_a_peek_ahead_of_the_clock_answers_as_the_hit_there_would() -> None:
+    # At 200 ms the pair of a 100 ms window has ended: the hit reclaims it
+    # and admits; the peek must say so too, whatever window it asks about.
+    storage = MemoryStorage(clock=ManualClock())
+    storage.hit("x", [Throttle("a", 1, 0.1)], 1, 0)
+    longer = Throttle("a", 1, 1)
+
+    peeked = storage.peek("x", [longer], 1, 200_000)
+    hit = storage.hit("x", [longer], 1, 200_000)
+
+    assert as_verdict(peeked) == as_verdict(hit)
+    assert hit.allowed
+
+
+def test_a_peek_ahead_never_stops_evict_lru_from_evicting() -> None:
+    storage = MemoryStorage(clock=ManualClock(), max_pairs=1, overflow="evict-lru")
+    a, c = Throttle("a", 5, 1), Throttle("c", 5, 1)
+    storage.hit("y", [a], 1, 0)
+
+    storage.peek("y", [a, c], 1, 2_000_000)
+    decision = storage.hit("x", [a], 1, 500_000)
+
+    assert decision.allowed
+    assert (storage.stats().evicted, storage.stats().refused_new) == (1, 0)
 
 
 def test_refused_hit_is_recorded_in_no_throttle() -> None:

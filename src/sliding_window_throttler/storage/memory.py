@@ -443,7 +443,7 @@ class MemoryStorage:
         if commit and client is not None and self._lru:
             self._clients[identifier] = self._clients.pop(identifier)
 
-        pairs = [client.get(t.name) if client else None for t in throttles]
+        pairs = [self._found(client, t.name, now, commit) for t in throttles]
         verdicts = [
             _judge(p, t, cost, now) for p, t in zip(pairs, throttles, strict=True)
         ]
@@ -467,7 +467,7 @@ class MemoryStorage:
             if recorded and commit:
                 self._record(identifier, throttle, pair, cost, now)
             elif outcome is _LIMIT_REACHED and throttle.block_duration_us:
-                wait = self._start_block(throttle, pair, now, wait, commit)
+                wait = self._start_block(identifier, throttle, pair, now, wait, commit)
                 blocked = True
 
             raw.append(
@@ -497,7 +497,7 @@ class MemoryStorage:
             if commit and self._lru:
                 self._clients[identifier] = self._clients.pop(identifier)
 
-            pair = client.get(throttle.name)
+            pair = self._found(client, throttle.name, now, commit)
 
         if pair is None:
             outcome, in_window, wait, expires_in = judge(
@@ -535,7 +535,7 @@ class MemoryStorage:
         else:
             recorded = False
             if outcome is _LIMIT_REACHED and throttle.block_duration_us:
-                wait = self._start_block(throttle, pair, now, wait, commit)
+                wait = self._start_block(identifier, throttle, pair, now, wait, commit)
                 blocked = True
 
         raw = (
@@ -556,14 +556,40 @@ class MemoryStorage:
             (raw,), False, math.inf if wait == NEVER else wait / US_PER_S
         )
 
+    @staticmethod
+    def _found(
+        client: _Client | None, name: str, now: int, commit: bool
+    ) -> _Pair | None:
+        """
+        The pair as a hit at ``now`` finds it. A hit has reclaimed the pairs
+        that ended by then; a peek ahead of the storage clock has not, and
+        answers as if it had.
+        """
+        pair = client.get(name) if client else None
+        if not commit and pair is not None and pair.expires_at() <= now:
+            return None
+
+        return pair
+
     def _start_block(
-        self, throttle: Throttle, pair: _Pair | None, now: int, wait: int, commit: bool
+        self,
+        identifier: str,
+        throttle: Throttle,
+        pair: _Pair | None,
+        now: int,
+        wait: int,
+        commit: bool,
     ) -> int:
         # peek reports the block that hit would start, and starts none.
         block_us = throttle.block_duration_us
         assert pair is not None  # a full window means the pair has hits
         if commit:
             pair.blocked_until = now + block_us
+            if pair.ttl_us != throttle.ttl_us:
+                # A write keeps the pair for the throttle's window, as any
+                # write does (a Redis key's expiry too).
+                pair.ttl_us = throttle.ttl_us
+                self._schedule(identifier, throttle.name, pair, pair.expires_at())
 
         return max(wait, block_us)
 
@@ -717,9 +743,10 @@ class MemoryStorage:
         if occupied - freed + needed <= self._max_pairs:
             return victims
 
-        if occupied - freed - spared + 1 > self._max_pairs:
+        if not live_only and occupied - freed - spared + 1 > self._max_pairs:
             # Every client that could be evicted is blocked: until a block
-            # ends no asker can evict anyone, so skip the scan till then.
+            # ends no asker can evict anyone, so skip the scan till then. (A
+            # peek changes nothing, this included.)
             self._no_evictions_until = blocks_end
 
         return None
