@@ -12,6 +12,7 @@ import pytest
 from sliding_window_throttler.cli import accesslog
 from sliding_window_throttler.cli.accesslog import (
     MAX_LINE_BYTES,
+    READ_CHUNK_BYTES,
     LogFileError,
     Request,
     check_log,
@@ -378,21 +379,33 @@ def test_a_line_over_1_mib_is_cut_and_reading_resumes_after_its_end(
     [
         # A crash padded the file at a line end: the padding is dropped, the
         # lines keep their numbers.
-        (b"one\n" + b"\0" * (5 * 2**20) + b"\r\ntwo\n", [b"one\n", b"\r\n", b"two\n"]),
-        # ... or mid-line, and the next request follows the NULs directly.
-        (b"one\ntw" + b"\0" * 4096 + b"two\n", [b"one\n", b"tw\n", b"two\n"]),
-        (b"\0" * 70_000 + b"one\n", [b"one\n"]),
+        (
+            b"one\n" + b"\0" * (5 * 2**20) + b"\r\ntwo\n",
+            [(1, b"one\n"), (2, b"\r\n"), (3, b"two\n")],
+        ),
+        # ... or mid-line: the cut line ends there, and the request written
+        # after the NULs is read on the same line number.
+        (
+            b"one\ntw" + b"\0" * 4096 + b"two\nbad\n",
+            [(1, b"one\n"), (2, b"tw"), (2, b"two\n"), (3, b"bad\n")],
+        ),
+        (b"\0" * 70_000 + b"one\n", [(1, b"one\n")]),
+        # A run split by a read: 10 NULs end the first 64 KiB, 10 begin the next.
+        (
+            b"x" * (READ_CHUNK_BYTES - 13) + b"\ncu" + b"\0" * 20 + b"two\n",
+            [(1, b"x" * (READ_CHUNK_BYTES - 13) + b"\n"), (2, b"cu"), (2, b"two\n")],
+        ),
         # A few NULs are a line's own bytes.
-        (b"a\0\0b\n", [b"a\0\0b\n"]),
+        (b"a\0\0b\n", [(1, b"a\0\0b\n")]),
     ],
 )
 def test_nul_padding_ends_the_line_it_interrupts_and_is_dropped(
-    tmp_path: Path, data: bytes, expected: list[bytes]
+    tmp_path: Path, data: bytes, expected: list[tuple[int, bytes]]
 ) -> None:
     path = tmp_path / "crashed.log"
     path.write_bytes(data)
 
-    assert [line for _, line in read_lines(path)] == expected
+    assert list(read_lines(path)) == expected
 
 
 def test_decodes_invalid_utf_8_losslessly() -> None:

@@ -19,8 +19,9 @@ decode), parses several hundred thousand lines/s, and copes with:
   as ``\\\\`` (``decode_field``): distinct bytes stay distinct clients and
   paths, so the byte 0xFF and the four characters ``\\xff`` are two clients;
 - NUL padding, as a crash leaves in a log file: a run of 16 or more NUL
-  bytes ends the line it interrupts and is dropped, so the request written
-  after it reads as its own line, whatever the padding's length;
+  bytes (also across reads) ends the line it interrupts and is dropped, so
+  the request written after it reads as a line of its own, on the same line
+  number, whatever the padding's length;
 - a line longer than ``MAX_LINE_BYTES``: it is malformed, only its first
   MiB is kept, and reading goes on after its end.
 
@@ -92,8 +93,6 @@ _MONTHS = {
 # NUL padding (see _without_padding): where a line starts, and anywhere. A
 # crash pads to a disk block or more; a few NULs inside a line are its data.
 _PADDING = 16
-_PADDING_AT_START = re.compile(rb"\A\x00{%d,}" % _PADDING)
-_PADDING_AFTER_EOL = re.compile(rb"(?<=[\n\r])\x00{%d,}" % _PADDING)
 _PADDING_RUN = re.compile(rb"\x00{%d,}" % _PADDING)
 _TIME_FIELD = re.compile(rb"\d\d/[A-Za-z]{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}")
 
@@ -404,10 +403,15 @@ class LogReader:
             read_ahead: Lines already taken from this reader, from line 1.
         """
         report = on_progress if self.size else None
-        for number, line in enumerate(chain(read_ahead, self._lines), 1):
-            if report is not None and not number & 4095:
-                report(self._raw.tell())
+        number = 0
+        cut = False  # the last line was cut short: this one is on it too
+        for line in chain(read_ahead, self._lines):
+            if not cut:
+                number += 1
+                if report is not None and not number & 4095:
+                    report(self._raw.tell())
 
+            cut = type(line) is CutLine
             yield number, line
 
     def close(self) -> None:
@@ -440,7 +444,10 @@ def _kind_of(
 
 
 def _split_lines(data: io.BufferedIOBase, name: str) -> Iterator[bytes]:
-    """Yield the lines of ``data`` ending in LF, CRLF or CR, a chunk at a time."""
+    """
+    Yield the lines of ``data`` ending in LF, CRLF or CR, a chunk at a time;
+    a line that NUL padding cut short comes as a ``CutLine``.
+    """
     # bytes.splitlines() ends lines at exactly these three (str's also at
     # \v, \f, \x1c-\x1e, \x85...), and runs in C: as fast as readline's LF.
     # A line that no chunk ends is held in `start`, up to a little over
@@ -449,14 +456,14 @@ def _split_lines(data: io.BufferedIOBase, name: str) -> Iterator[bytes]:
     with _reading(name):
         start: list[bytes] = []
         held = 0
-        padding = False  # the last chunk ended in NUL padding
-        while chunk := data.read(READ_CHUNK_BYTES):
-            if b"\0" in chunk or padding:
-                chunk, padding = _without_padding(
-                    chunk, line_started=bool(start), after_padding=padding
-                )
-                if not chunk:
-                    continue
+        for chunk in _without_padding(data):
+            if chunk is _CUT:
+                if start:
+                    yield CutLine(b"".join(start))
+                    start.clear()
+                    held = 0
+
+                continue
 
             if b"\n" not in chunk and b"\r" not in chunk:
                 if held <= MAX_LINE_BYTES:
@@ -483,23 +490,68 @@ def _split_lines(data: io.BufferedIOBase, name: str) -> Iterator[bytes]:
             yield b"".join(start)
 
 
-def _without_padding(
-    chunk: bytes, *, line_started: bool, after_padding: bool
-) -> tuple[bytes, bool]:
-    """
-    ``chunk`` without its NUL padding (runs of 16 or more), and whether it
-    ends in padding. A run that interrupts a line ends it; one where a line
-    starts is just dropped, so line numbers stay as written. A chunk that
-    goes on with the padding the last one ended in drops all of its NULs.
-    """
-    trailing = len(chunk) - len(chunk.rstrip(b"\0"))
-    ends_in_padding = trailing >= _PADDING or (after_padding and trailing == len(chunk))
-    if after_padding and not line_started:
-        chunk = chunk.lstrip(b"\0")
-    elif not line_started:  # the previous chunk ended a line
-        chunk = _PADDING_AT_START.sub(b"", chunk)
+class CutLine(bytes):
+    """A line that NUL padding cut short: the next one is on the same line."""
 
-    return _PADDING_RUN.sub(b"\n", _PADDING_AFTER_EOL.sub(b"", chunk)), ends_in_padding
+
+_CUT = CutLine(b"\0")
+"""Where NUL padding cut a line (``_without_padding``; tested by identity)."""
+
+
+def _without_padding(data: io.BufferedIOBase) -> Iterator[bytes]:
+    """
+    The chunks of ``data`` without NUL padding (runs of 16 NULs or more, also
+    across chunks), and ``_CUT`` where a run cut a line. A run where a line
+    starts is just dropped: line numbers stay as written.
+    """
+    pending = b""  # NULs that end a chunk, too few yet to be padding
+    padding = False  # the last chunk ended inside padding
+    line_ended = True  # what came so far ends a line
+    while chunk := data.read(READ_CHUNK_BYTES):
+        if pending:
+            chunk, pending = pending + chunk, b""
+
+        if padding:
+            chunk = chunk.lstrip(b"\0")
+            padding = not chunk
+            if not chunk:
+                continue
+
+        if b"\0" not in chunk:
+            line_ended = chunk[-1:] in _LINE_ENDS
+            yield chunk
+            continue
+
+        trailing = len(chunk) - len(chunk.rstrip(b"\0"))
+        if trailing < _PADDING:
+            chunk, pending = (
+                chunk[: len(chunk) - trailing],
+                chunk[len(chunk) - trailing :],
+            )
+
+        at = 0
+        for run in _PADDING_RUN.finditer(chunk):
+            if run.start() > at:
+                line_ended = chunk[run.start() - 1 : run.start()] in _LINE_ENDS
+                yield chunk[at : run.start()]
+
+            if not line_ended:
+                line_ended = True
+                yield _CUT
+
+            at = run.end()
+
+        if at < len(chunk):
+            line_ended = chunk[-1:] in _LINE_ENDS
+            yield chunk[at:]
+
+        padding = trailing >= _PADDING
+
+    if pending:
+        yield pending
+
+
+_LINE_ENDS = (b"\n", b"\r")
 
 
 def check_log(path: str | Path) -> None:
