@@ -433,3 +433,11 @@ def test_control_characters_decode_as_escapes_apart_from_the_logged_text() -> No
     assert raw.path == "/\\x1b[31mred\\u202e\\x09"
     assert text.path == "/\\\\x1b[31mred"
     assert client.client == "a\\x07"
+
+
+def test_an_undecodable_byte_and_the_character_of_that_code_decode_apart() -> None:
+    # Byte 0xAD is not UTF-8; U+00AD (bytes C2 AD) is, but not printable.
+    byte = parsed(PREFIX + b'"GET /\xad HTTP/1.1" 200 1')
+    char = parsed(PREFIX + b'"GET /\xc2\xad HTTP/1.1" 200 1')
+
+    assert (byte.path, char.path) == ("/\\xad", "/\\u00ad")

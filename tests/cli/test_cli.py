@@ -669,6 +669,11 @@ def test_an_ascii_only_stdout_gets_an_ascii_report(write_log: WriteLog) -> None:
     assert [(r.returncode, r.stderr) for r in results] == [(0, b""), (0, b"")]
     lines = results[0].stdout.decode("ascii").splitlines()
     top = lines.index("top throttled clients (1 of 1)")
-    assert lines[top + 3].split() == ["caf\\xe9", "1", "2", "2015-05-17T10:05:01+00:00"]
+    assert lines[top + 3].split() == [
+        "caf\\u00e9",
+        "1",
+        "2",
+        "2015-05-17T10:05:01+00:00",
+    ]
     report = json.loads(results[1].stdout.decode("ascii"))
     assert report["top_throttled"][0]["client"] == "caf\u00e9"

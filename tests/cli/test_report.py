@@ -227,10 +227,15 @@ def test_a_stream_without_box_characters_gets_ascii_rules_and_escaped_data(
         "throttled",
     ]
     assert set(lines[top + 2]) == {"-"}
-    assert lines[top + 3].split() == ["caf\\xe9", "1", "2", "2015-05-17T10:05:01+00:00"]
+    assert lines[top + 3].split() == [
+        "caf\\u00e9",
+        "1",
+        "2",
+        "2015-05-17T10:05:01+00:00",
+    ]
     assert lines[-1].split(maxsplit=1) == [
         "access.log:3",
-        "no [date/time] field   junk \\xe9",
+        "no [date/time] field   junk \\u00e9",
     ]
     report = json.loads(json_raw.getvalue().decode("ascii"))
     assert report["top_throttled"][0]["client"] == "caf\u00e9"

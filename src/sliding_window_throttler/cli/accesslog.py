@@ -304,9 +304,13 @@ def shorten(raw: bytes, limit: int = MAX_SHOWN_CHARS) -> str:
 
 
 def escape_char(char: str) -> str:
-    """``\\x1b``, ``\\u202e`` or ``\\U0001f600``: a character as Python escapes it."""
+    """
+    ``\\x1b``, ``\\u00ad``, ``\\u202e`` or ``\\U0001f600``: a character as
+    Python escapes it, but for U+0080 to U+00FF, written ``\\u00ad``: the
+    ``\\xad`` form stands for an undecodable byte (``decode_field``).
+    """
     code = ord(char)
-    if code < 0x100:
+    if code < 0x80:
         return f"\\x{code:02x}"
 
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
