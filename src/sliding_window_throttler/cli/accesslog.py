@@ -330,8 +330,13 @@ def quoted(name: str) -> str:
     text = "".join(
         _QUOTED.get(c) or (c if c.isprintable() else escape_char(c)) for c in name
     )
-    quote = '"' if "'" in text else "'"
-    return quote + text + quote
+    if "'" not in text:
+        return f"'{text}'"
+
+    if '"' not in text:
+        return f'"{text}"'
+
+    return "'" + text.replace("'", "\\'") + "'"
 
 
 _QUOTED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
