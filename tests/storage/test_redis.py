@@ -547,6 +547,28 @@ def test_from_env_without_a_url_says_which_variable_to_set(
     assert "set REDIS_URL (or SWT_REDIS_URL)" in caught.value.message
 
 
+def test_a_cluster_node_reached_as_one_server_says_how_to_connect(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    node = redis_cluster.nodes[0]
+    throttle = Throttle("api", 5, 60)
+    with RedisStorage.from_url(node.url, prefix=prefix, **TIMEOUTS) as storage:
+        # Some identifier's slot is held by another node: it answers MOVED.
+        errors = []
+        for n in range(20):
+            try:
+                storage.hit(f"user-{n}", [throttle], 1)
+            except StorageOperationError as error:
+                errors.append(error)
+
+    assert errors
+    assert errors[0].context["redis_error"] == "MOVED"
+    assert errors[0].message.startswith(
+        "the Redis reached is a Cluster node (deciding a hit): it answered MOVED "
+    )
+    assert "redis+cluster://" in errors[0].get_recovery_suggestion()
+
+
 def test_a_unix_socket_url_works(
     redis_server_factory: Callable[..., RedisServer], tmp_path: Path
 ) -> None:

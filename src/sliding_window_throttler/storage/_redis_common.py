@@ -648,6 +648,11 @@ PERMISSIONS_SUGGESTION = (
     "PEXPIREAT, PTTL, DEL, TIME; health checks add PING). Retrying cannot help; "
     "the failure strategy decides until the ACL is fixed."
 )
+CLUSTER_SUGGESTION = (
+    "The URL names a node of a Redis Cluster, reached as one server: build the "
+    "storage with from_url('redis+cluster://host:port') or from_cluster, so "
+    "that each client's keys go to the node that holds them."
+)
 POOL_SUGGESTION = (
     "Every connection of the storage's pool stayed busy: raise max_connections "
     "(default 100 per server) or pool_timeout (default 0.5 s), or run fewer "
@@ -734,6 +739,15 @@ _LUA_NOPERM = "user executing the script can't run this command"
 def _response_error(exc: redis_errors.ResponseError, operation: str) -> Exception:
     message = str(exc)
     context = {"backend": "redis", "operation": operation}
+    if isinstance(exc, redis_errors.AskError):  # MOVED too: to a plain client
+        redirect = "MOVED" if isinstance(exc, redis_errors.MovedError) else "ASK"
+        return StorageOperationError(
+            f"the Redis reached is a Cluster node ({_doing(operation)}): it "
+            f"answered {redirect} {message}; connect with a redis+cluster:// URL "
+            "or RedisStorage.from_cluster",
+            context={**context, "redis_error": redirect},
+            suggestion=CLUSTER_SUGGESTION,
+        )
     if isinstance(exc, redis_errors.NoPermissionError) or _LUA_NOPERM in message:
         return StorageOperationError(
             f"the Redis ACL forbids it (NOPERM, {_doing(operation)}): {message}",
