@@ -476,6 +476,7 @@ def test_enforce_at_capacity_says_the_storage_is_full() -> None:
         f"{caught.value.retry_after:.3f}s"
     )
     assert caught.value.context["outcome"] == "capacity"
+    assert caught.value.decision.limiting.outcome == "capacity"  # for headers
 
 
 def test_async_enforce_admits_then_raises() -> None:

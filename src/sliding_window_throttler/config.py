@@ -151,8 +151,12 @@ def _configuration_error(exc: ValidationError) -> ConfigurationError:
     if "ctx" in first and "error" in first["ctx"]:
         message = str(first["ctx"]["error"])
 
+    given = repr(first.get("input"))
+    if given not in message:  # our own checks name the value already
+        message += f"; got {given}"
+
     return ConfigurationError(
         field,
-        f"setting {field} (env {names}): {message}; got {first.get('input')!r}",
+        f"setting {field} (env {names}): {message}",
         context={"errors": exc.error_count()},
     )

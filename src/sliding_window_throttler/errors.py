@@ -356,6 +356,8 @@ class RateLimitExceededError(ThrottlerError):
         limit: The limit of the refusing throttle.
         current: Hits in its window including the refused one.
         retry_after: Seconds until a retry can succeed.
+        decision: The refusing ``Decision``, for response headers
+            (``decision.limiting``), when a throttler raised it.
     """
 
     default_code = ThrottlerErrorCode.RATE_LIMIT_EXCEEDED
@@ -370,6 +372,7 @@ class RateLimitExceededError(ThrottlerError):
         retry_after: float,
         *,
         context: dict[str, Any] | None = None,
+        decision: Any = None,
     ) -> None:
         super().__init__(
             message,
@@ -383,6 +386,7 @@ class RateLimitExceededError(ThrottlerError):
         self.limit = limit
         self.current = current
         self.retry_after = retry_after
+        self.decision = decision
 
 
 class SecurityViolationError(ThrottlerError):

@@ -226,6 +226,7 @@ def refused_error(decision: Decision) -> RateLimitExceededError:
             "degraded": decision.degraded,
             "strategy": decision.strategy,
         },
+        decision=decision,
     )
 
 

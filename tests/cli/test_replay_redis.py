@@ -455,7 +455,11 @@ def test_without_the_redis_extra_says_how_to_install_it(
     options = ["--redis-url", "redis://localhost:6379"]
     result = swt("replay", small_log, "--limit", "3/10s", *options)
 
-    assert_one_line_error(result, "pip install 'sliding-window-throttler[redis]'")
+    assert_one_line_error(
+        result,
+        "install the redis extra, pip install 'sliding-window-throttler[redis]' "
+        "(from a checkout: pip install '.[redis]')",
+    )
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,9 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ConfigurationError(
         "redis",
-        "Redis storage needs redis-py: pip install 'sliding-window-throttler[redis]'",
+        "the Redis storage needs redis-py: install the redis extra, "
+        "pip install 'sliding-window-throttler[redis]' (from a checkout: "
+        "pip install '.[redis]')",
     ) from exc
 
 logger = logging.getLogger(__name__)
