@@ -829,6 +829,46 @@ def test_async_memory_storage_refuses_options_beside_a_storage(
     assert "not both" in caught.value.message
 
 
+def _blocking() -> tuple[Throttle, Throttle]:
+    return Throttle("t", 1, 0.1, block_duration=0.003), Throttle("u", 5, 0.1)
+
+
+def test_evict_lru_looks_again_after_a_reset_frees_a_client() -> None:
+    t, u = Throttle("t", 1, 0.1, block_duration=0.05), Throttle("u", 5, 0.1)
+    storage = MemoryStorage(max_pairs=3, overflow="evict-lru", clock=ManualClock())
+    for now_us in (0, 1000):
+        storage.hit("a", [t], 1, now_us)
+        storage.hit("x", [t], 1, now_us)
+
+    storage.hit("a", [u], 1, 1000)
+    refused = storage.hit("b", [t], 1, 1000)  # every other client is blocked
+    storage.reset("a", [t])  # a keeps only u, and is no longer blocked
+    admitted = storage.hit("b", [t, u], 1, 2000)
+
+    assert refused.records[0].outcome is Outcome.CAPACITY
+    assert admitted.allowed
+    assert storage.stats().evicted == 1
+
+
+def test_evict_lru_retry_after_is_when_a_blocked_client_becomes_evictable() -> None:
+    t, u = _blocking()
+    storage = MemoryStorage(max_pairs=2, overflow="evict-lru", clock=ManualClock())
+    for who in ("x", "w"):
+        storage.hit(who, [t], 1, 0)
+        storage.hit(who, [t], 1, 1000)  # blocked until 4 ms
+
+    storage.hit("v", [t], 1, 1000)  # refused: both are blocked
+    storage.hit("x", [t], 1, 5000)  # blocked again, until 8 ms
+
+    refused = storage.hit("w", [u], 1, 5000)
+    peeked = storage.peek("w", [u], 1, 5000)
+
+    assert refused.records[0].outcome is Outcome.CAPACITY
+    assert (refused.retry_after, peeked.retry_after) == (0.003, 0.003)
+    assert not storage.hit("w", [u], 1, 7999).allowed
+    assert storage.hit("w", [u], 1, 8000).allowed
+
+
 def test_a_failed_eviction_does_not_stop_later_evictions() -> None:
     throttler, storage = _filled(2, "evict-lru")
     login = Throttle("login", 1, 1, block_duration=60)

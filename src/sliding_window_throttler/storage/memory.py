@@ -227,6 +227,9 @@ class MemoryStorage:
         self._refusing = False  # full and refusing new clients
         self._lru = self._policy is OverflowPolicy.EVICT_LRU
         self._no_evictions_until = _NEVER_BLOCKED
+        # When the last eviction scan found a blocked client that will be
+        # evictable (for the retry_after of the refusal that follows it).
+        self._evictable_at = _NEVER_EXPIRES
         self._clients_high = 0
 
     def hit(
@@ -379,6 +382,8 @@ class MemoryStorage:
             if client is None:
                 return
 
+            # What was left may be evictable now: look again.
+            self._no_evictions_until = _NEVER_BLOCKED
             if not throttles:
                 del self._clients[identifier]
                 self._pairs -= len(client)
@@ -648,6 +653,8 @@ class MemoryStorage:
         if not needed or self._pairs + needed <= self._max_pairs:
             return True
 
+        self._evictable_at = _NEVER_EXPIRES
+
         # Pairs that ended by `now` were reclaimed before this decision. A
         # peek reclaims only up to the storage clock: later it answers as hit
         # would at `now`, counting what hit would reclaim as free.
@@ -715,6 +722,7 @@ class MemoryStorage:
         free (a peek's sweep that did not run), so only live ones are freed.
         """
         if now < self._no_evictions_until:
+            self._evictable_at = self._no_evictions_until
             return None
 
         victims: list[str] = []
@@ -743,6 +751,7 @@ class MemoryStorage:
         if occupied - freed + needed <= self._max_pairs:
             return victims
 
+        self._evictable_at = blocks_end
         if not live_only and occupied - freed - spared + 1 > self._max_pairs:
             # Every client that could be evicted is blocked: until a block
             # ends no asker can evict anyone, so skip the scan till then. (A
@@ -802,8 +811,8 @@ class MemoryStorage:
             ends = (p.expires_at() for c in self._clients.values() for p in c.values())
             at = min((e for e in ends if e > now), default=_NEVER_EXPIRES)
 
-        if self._lru and self._no_evictions_until != _NEVER_BLOCKED:
-            at = min(at, self._no_evictions_until)
+        if self._lru and self._evictable_at > now:
+            at = min(at, self._evictable_at)
 
         return at if at != _NEVER_EXPIRES else now
 
