@@ -397,6 +397,16 @@ def test_a_line_over_1_mib_is_cut_and_reading_resumes_after_its_end(
         ),
         # A few NULs are a line's own bytes.
         (b"a\0\0b\n", [(1, b"a\0\0b\n")]),
+        # Lines ended by a lone CR, padding between them.
+        (
+            b"one\r" + b"\0" * 16 + b"two" + b"\0" * 16 + b"three\r",
+            [(1, b"one\r"), (2, b"two"), (2, b"three\r")],
+        ),
+        # A lone CR that ends the first 64 KiB, then a last line without end.
+        (
+            b"x" * (READ_CHUNK_BYTES - 1) + b"\rlast",
+            [(1, b"x" * (READ_CHUNK_BYTES - 1) + b"\r"), (2, b"last")],
+        ),
     ],
 )
 def test_nul_padding_ends_the_line_it_interrupts_and_is_dropped(

@@ -474,6 +474,12 @@ def _split_lines(data: io.BufferedIOBase, name: str) -> Iterator[bytes]:
 
                 continue
 
+            if start and start[-1].endswith(b"\r") and not chunk.startswith(b"\n"):
+                # The line held ended in a lone CR (no LF came after it).
+                yield b"".join(start)
+                start.clear()
+                held = 0
+
             if b"\n" not in chunk and b"\r" not in chunk:
                 if held <= MAX_LINE_BYTES:
                     start.append(chunk)
