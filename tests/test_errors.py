@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import re
 from pathlib import Path
 
 import pytest
 
+from sliding_window_throttler.core.decision import Outcome, make_decision
 from sliding_window_throttler.errors import (
     ConfigurationError,
     ErrorSeverity,
@@ -278,3 +281,30 @@ def test_each_row_names_the_class_and_its_recoverability(code: Code) -> None:
         assert f'kind="{error.kind}"' in class_cell
 
     assert recoverable_cell == ("yes" if recoverable else "no")
+
+
+def test_every_error_copies_and_pickles_with_its_fields() -> None:
+    refused = make_decision(
+        (("api", 5, Outcome.LIMIT_REACHED, 5, 1, 2_000_000, 2_000_000, False, False),),
+        False,
+        2.0,
+    )
+    errors = [
+        RateLimitExceededError("refused", 5, 6, 2.0, decision=refused),
+        ConfigurationError("limit", "limit must be at least 1, got 0"),
+        SecurityViolationError("too many logins", "brute_force"),
+        StorageOperationError("OOM", context={"redis_error": "OOM"}, suggestion="x"),
+    ]
+
+    for error in errors:
+        for copied in (
+            copy.copy(error),
+            copy.deepcopy(error),
+            pickle.loads(pickle.dumps(error)),
+        ):
+            assert type(copied) is type(error)
+            assert vars(copied) == vars(error)
+            assert copied.args == error.args
+
+    restored = pickle.loads(pickle.dumps(errors[0]))
+    assert restored.decision.limiting.name == "api"

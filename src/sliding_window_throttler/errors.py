@@ -97,6 +97,11 @@ class ThrottlerError(Exception):
         """Return what an operator should do about this error."""
         return self.suggestion
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Copied and pickled with every field, whatever the subclass's
+        # arguments (Exception's own way calls __init__ with the message alone).
+        return (_restored, (type(self), self.args), self.__dict__)
+
 
 class ConfigurationError(ThrottlerError, ValueError):
     """
@@ -447,3 +452,10 @@ def is_throttler_error(error: object) -> bool:
 def is_recoverable_error(error: object) -> bool:
     """Return True if ``error`` is ours and a retry or fallback may succeed."""
     return isinstance(error, ThrottlerError) and error.is_recoverable
+
+
+def _restored(cls: type[ThrottlerError], args: tuple[Any, ...]) -> ThrottlerError:
+    """An error of ``cls`` with ``args``, its fields to be set from its state."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    return error
