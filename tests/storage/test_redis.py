@@ -534,6 +534,21 @@ def test_from_env_reads_the_url_and_the_timeouts_set(
     assert asyncio.run(async_timeouts()) == (0.5, 0.3)  # and the async one
 
 
+@pytest.mark.parametrize("face", [RedisStorage, AsyncRedisStorage])
+def test_from_env_names_the_variable_of_a_bad_url(
+    monkeypatch: pytest.MonkeyPatch, face: type
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "notaurl")
+
+    with pytest.raises(ConfigurationError) as caught:
+        face.from_env()
+
+    assert caught.value.field == "redis_url"
+    assert caught.value.message.startswith(
+        "setting redis_url (env REDIS_URL or SWT_REDIS_URL): not a Redis URL"
+    )
+
+
 def test_from_env_without_a_url_says_which_variable_to_set(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -246,6 +246,21 @@ def settings_connection(
     return settings.redis_url, timeouts
 
 
+@contextmanager
+def url_from_env() -> Iterator[None]:
+    """Name the variable when the URL it holds is refused (``from_env``)."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        if exc.field != "url":
+            raise
+
+        raise ConfigurationError(
+            "redis_url",
+            f"setting redis_url (env REDIS_URL or SWT_REDIS_URL): {exc.message}",
+        ) from None
+
+
 def identifier_tag(identifier: str) -> str:
     """
     The fixed-length digest of an identifier used as its Cluster hash tag.

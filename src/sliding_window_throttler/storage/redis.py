@@ -35,6 +35,7 @@ from ._redis_common import (
     parse_decision,
     pool_limits,
     settings_connection,
+    url_from_env,
 )
 from .base import StorageHealth
 
@@ -138,7 +139,8 @@ class RedisStorage:
                 setting (naming it).
         """
         url, timeouts = settings_connection(settings)
-        return cls.from_url(url, **{**timeouts, **options})
+        with url_from_env():
+            return cls.from_url(url, **{**timeouts, **options})
 
     @classmethod
     def from_url(

@@ -38,6 +38,7 @@ from ._redis_common import (
     parse_decision,
     pool_limits,
     settings_connection,
+    url_from_env,
 )
 from ._watchdog import Watchdog
 from .base import StorageHealth
@@ -164,7 +165,8 @@ class AsyncRedisStorage:
                 setting (naming it).
         """
         url, timeouts = settings_connection(settings)
-        return cls.from_url(url, **{**timeouts, **options})
+        with url_from_env():
+            return cls.from_url(url, **{**timeouts, **options})
 
     @classmethod
     def from_url(
