@@ -584,6 +584,22 @@ def test_a_cluster_node_reached_as_one_server_says_how_to_connect(
     assert "redis+cluster://" in errors[0].get_recovery_suggestion()
 
 
+def test_health_of_a_cluster_node_reached_as_one_server_says_so(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    with redis_cluster.client() as cluster:
+        owner = cluster.get_node_from_key(f"{prefix}:{{health}}").port
+
+    node = next(n for n in redis_cluster.nodes if n.port != owner)
+    with RedisStorage.from_url(node.url, prefix=prefix, **TIMEOUTS) as storage:
+        health = storage.health()
+
+    assert (health.healthy, health.answers_ping) == (False, True)
+    assert health.detail.startswith(
+        "the Redis reached is a Cluster node (a health check): it answered MOVED"
+    )
+
+
 def test_a_unix_socket_url_works(
     redis_server_factory: Callable[..., RedisServer], tmp_path: Path
 ) -> None:

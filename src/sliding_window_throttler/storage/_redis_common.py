@@ -1104,6 +1104,8 @@ class RedisCore:
 
         try:
             yield Command(("SET", key, "ok", "PX", HEALTH_TTL_MS), key)
+        except redis_errors.AskError as exc:  # MOVED too: a Cluster node
+            return _health(began, True, _reason(exc, self.limits))
         except Exception as exc:
             return _health(
                 began,
