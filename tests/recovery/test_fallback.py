@@ -68,18 +68,21 @@ def test_a_cost_above_the_share_but_within_the_limit_takes_the_whole_share() -> 
     fallback = LocalFallback(app_servers=4, clock=clock)
     plain = Throttle("api", 10, 60)
 
-    def hit(cost: int) -> tuple[bool, str, float]:
+    def hit(cost: int) -> tuple[bool, str, float, int, int, int]:
         decision = fallback.decide("hit", "c", (plain,), cost, None)
         record = decision.records[0]
-        return decision.allowed, str(record.outcome), decision.retry_after
+        outcome, retry = str(record.outcome), decision.retry_after
+        # The share is the limit reported, whatever the cost.
+        return decision.allowed, outcome, retry, record.limit, *record[2:4]
 
-    assert hit(5) == (True, "admitted", 0.0)
+    # (allowed, outcome, retry_after, limit, total_hits, remaining)
+    assert hit(5) == (True, "admitted", 0.0, 3, 5, 0)
     clock.advance(1)
-    assert hit(5) == (False, "limit_reached", 59.0)
-    assert hit(1) == (False, "limit_reached", 59.0)
-    assert hit(11) == (False, "cost_exceeds_limit", math.inf)
+    assert hit(5) == (False, "limit_reached", 59.0, 3, 10, 0)
+    assert hit(1) == (False, "limit_reached", 59.0, 3, 4, 0)
+    assert hit(11) == (False, "cost_exceeds_limit", math.inf, 3, 14, 0)
     clock.advance(59)
-    assert hit(5) == (True, "admitted", 0.0)
+    assert hit(5) == (True, "admitted", 0.0, 3, 5, 0)
 
 
 def test_a_cost_above_one_share_still_counts_whole_in_the_others() -> None:

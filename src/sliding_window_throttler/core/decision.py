@@ -225,15 +225,29 @@ class Decision:
         """False when a retry of the same hit can never be admitted."""
         return not math.isinf(self.retry_after)
 
-    def as_degraded(self, strategy: str) -> Decision:
-        """Return a copy of this decision marked as made by a failure strategy."""
+    def as_degraded(
+        self, strategy: str, limits: Sequence[int] | None = None
+    ) -> Decision:
+        """
+        Return a copy of this decision marked as made by a failure strategy.
+
+        Args:
+            strategy: The strategy's name.
+            limits: The limit each record reports instead of its own, in the
+                order of the records (``remaining`` follows).
+        """
         copy = Decision.__new__(Decision)
         copy.allowed = self.allowed
         copy.retry_after = self.retry_after
         copy.degraded = True
         copy.strategy = strategy
         copy._raw = self._raw
-        if not self._raw:  # made from records, not from raw numbers
+        if limits is not None and self._raw:
+            copy._raw = tuple(
+                (r[0], limit, *r[2:])
+                for r, limit in zip(self._raw, limits, strict=True)
+            )
+        elif not self._raw:  # made from records, not from raw numbers
             copy._records = self._records
 
         return copy

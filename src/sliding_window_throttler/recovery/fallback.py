@@ -113,8 +113,14 @@ class LocalFallback:
         now_us: int | None,
     ) -> Decision:
         """Decide in local memory, marked degraded (``recover`` unwrapped)."""
+        shares = None
         if self.app_servers != 1:
-            throttles = tuple(self._local(t, cost) for t in throttles)
+            local = tuple(self._local(t, cost) for t in throttles)
+            shares = [-(-t.limit // self.app_servers) for t in throttles]
+            if all(t.limit == share for t, share in zip(local, shares, strict=True)):
+                shares = None  # the records report them already
+
+            throttles = local
 
         storage = self.storage
         if operation == "hit" and now_us is None and len(throttles) == 1:
@@ -123,6 +129,10 @@ class LocalFallback:
             decision = storage.hit(identifier, throttles, cost, now_us)
         else:
             decision = storage.peek(identifier, throttles, cost, now_us)
+
+        if shares is not None:
+            # A throttle raised to the cost reports its share all the same.
+            return decision.as_degraded(self.name, shares)
 
         return mark_degraded(decision, self.name)
 
