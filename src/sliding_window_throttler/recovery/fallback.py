@@ -115,8 +115,11 @@ class LocalFallback:
         """Decide in local memory, marked degraded (``recover`` unwrapped)."""
         shares = None
         if self.app_servers != 1:
-            local = tuple(self._local(t, cost) for t in throttles)
-            shares = [-(-t.limit // self.app_servers) for t in throttles]
+            shares = [self._share(t) for t in throttles]
+            local = tuple(
+                self._local(t, share, cost)
+                for t, share in zip(throttles, shares, strict=True)
+            )
             if all(t.limit == share for t, share in zip(local, shares, strict=True)):
                 shares = None  # the records report them already
 
@@ -141,7 +144,7 @@ class LocalFallback:
         if self.app_servers == 1:
             return throttles if isinstance(throttles, tuple) else tuple(throttles)
 
-        return tuple(self._local(t, 1) for t in throttles)
+        return tuple(self._local(t, self._share(t), 1) for t in throttles)
 
     def reset(self, identifier: str, throttles: Sequence[Throttle] = ()) -> None:
         """Forget the identifier's local hits and blocks."""
@@ -155,13 +158,16 @@ class LocalFallback:
         """The local storage's counters."""
         return self.storage.stats()
 
-    def _local(self, throttle: Throttle, cost: int) -> Throttle:
+    def _share(self, throttle: Throttle) -> int:
+        """This process's share of the throttle's limit, rounded up."""
+        return -(-throttle.limit // self.app_servers)
+
+    def _local(self, throttle: Throttle, share: int, cost: int) -> Throttle:
         """
-        The throttle this process enforces: its share of the limit; where the
-        cost fits the limit but not the share, the cost, so that the hit is
+        The throttle this process enforces: its ``share`` of the limit; where
+        the cost fits the limit but not the share, the cost, so that the hit is
         admitted while the share is unused (the ring keeps the newest).
         """
-        share = -(-throttle.limit // self.app_servers)
         limit = cost if share < cost <= throttle.limit else share
         key = (throttle, limit)
         local = self._scaled.get(key)
