@@ -35,9 +35,9 @@ from .storage.base import AsyncStorage, Storage, StorageHealth
 from .storage.memory import AsyncMemoryStorage, MemoryStorage
 
 MAX_NOW_MS = 2**52 // 1000
+"""Explicit times stay exact in the doubles of the Redis function."""
 MAX_COST = 2**52
 """Costs, like explicit times, stay exact in the doubles of the Redis function."""
-"""Explicit times stay exact in the doubles of the Redis function."""
 
 _Call = tuple[str, Sequence[Throttle], int, int | None]
 
