@@ -1,14 +1,18 @@
 # Every target creates the local virtual environment (.venv) when it is missing
-# or older than pyproject.toml, so each one works on a fresh clone.
+# or older than what the install builds from, so each one works on a fresh clone.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOG := data/elastic-examples_apache_logs.log.gz
+# The install builds the C hot path of the memory storage; a build error stops
+# it (instead of leaving the tests to run on the Python path alone).
+BUILD_INPUTS := pyproject.toml setup.py src/sliding_window_throttler/storage/_hot_path.c
+export SWT_REQUIRE_EXTENSIONS := 1
 
 .PHONY: demo test check lint typecheck unit bench clean redis-binaries
 
-$(STAMP): pyproject.toml
+$(STAMP): $(BUILD_INPUTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,redis]'
@@ -49,7 +53,7 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCHES := bench/memory_decisions.py bench/replay_speed.py \
 	$(wildcard bench/breaker_open.py) bench/redis_decisions.py
 
-$(BENCH_STAMP): pyproject.toml bench/requirements.txt
+$(BENCH_STAMP): $(BUILD_INPUTS) bench/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[redis]' -r bench/requirements.txt
@@ -61,4 +65,5 @@ bench: $(BENCH_STAMP) redis-binaries
 	done
 
 clean:
-	rm -rf $(VENV) .venv-bench .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-bench .pytest_cache .mypy_cache .ruff_cache .hypothesis build
+	find src -name '*.so' -delete

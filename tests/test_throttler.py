@@ -22,6 +22,9 @@ from sliding_window_throttler import (
 )
 from sliding_window_throttler.recovery import ExponentialBackoff
 
+# Each test runs on the C hot path of MemoryStorage and on its Python twin.
+pytestmark = pytest.mark.usefixtures("hot_path")
+
 API = Throttle("api", 1, 60)
 LOGIN = Throttle("login", 1, 60)
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from types import MethodType
 from typing import Any
 
 from .core.decision import Decision, Outcome
 from .core.keys import MAX_IDENTIFIER_LENGTH, check_identifier
-from .core.rate import Duration, Throttle
+from .core.rate import MAX_COST, Duration, Throttle
 from .errors import ConfigurationError, RateLimitExceededError, shown
 from .recovery import (
     AsyncResilientStorage,
@@ -32,12 +33,10 @@ from .recovery import (
 )
 from .recovery._resilience import check_options
 from .storage.base import AsyncStorage, Storage, StorageHealth
-from .storage.memory import AsyncMemoryStorage, MemoryStorage
+from .storage.memory import AsyncMemoryStorage, MemoryStorage, hot_hitter
 
 MAX_NOW_MS = 2**52 // 1000
 """Explicit times stay exact in the doubles of the Redis function."""
-MAX_COST = 2**52
-"""Costs, like explicit times, stay exact in the doubles of the Redis function."""
 
 _Call = tuple[str, Sequence[Throttle], int, int | None]
 
@@ -359,9 +358,22 @@ class Throttler:
 
         self.storage: Storage = storage
         self._core = _ThrottlerCore()
-        # MemoryStorage's shortcut for a hit on one throttle (not a subclass's:
-        # it may override hit).
-        self._hit_one = storage.hit_one if type(storage) is MemoryStorage else None
+        self._hit_one = None
+        # MemoryStorage's shortcuts for a hit on one throttle (not a
+        # subclass's: it may override hit).
+        if isinstance(storage, MemoryStorage) and type(storage) is MemoryStorage:
+            self._hit_one = storage.hit_one
+            if type(self).hit is Throttler.hit:
+                self._use_hot_path(storage)
+
+    def _use_hot_path(self, storage: MemoryStorage) -> None:
+        # The C hot path answers plain calls of hit() without a Python frame
+        # (a third of a memory decision), and hands any other to the method
+        # below. An instance attribute, so the class keeps the method and its
+        # documentation.
+        hitter = hot_hitter(storage, MethodType(Throttler.hit, self))
+        if hitter is not None:
+            vars(self)["hit"] = hitter
 
     def hit(
         self,

@@ -15,6 +15,7 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import pytest
@@ -31,11 +32,14 @@ from sliding_window_throttler import (
     Throttler,
     ThrottleRecord,
 )
-from sliding_window_throttler.core.sliding_window import count_left
+from sliding_window_throttler.core.sliding_window import count_left, judge
 from sliding_window_throttler.storage import memory
 from sliding_window_throttler.storage.base import StorageHealth
 
 from model import Model, as_verdict, spec_of
+
+# Each test runs on the C hot path of MemoryStorage and on its Python twin.
+pytestmark = pytest.mark.usefixtures("hot_path")
 
 A = Outcome.ADMITTED
 FULL = Outcome.LIMIT_REACHED
@@ -590,26 +594,14 @@ def test_bad_storage_options_raise_configuration_error(
     assert shown in str(caught.value)
 
 
-def test_threads_on_one_key_admit_exactly_the_limit(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Each decision lets other threads run between reading the window and
-    # recording the hit (a storage without its lock then admits about a third
-    # too many): only the storage's lock keeps the count exact.
-    def yielding_count_left(*args: Any) -> int:
-        time.sleep(0)
-        return count_left(*args)
-
-    monkeypatch.setattr(memory, "count_left", yielding_count_left)
-    throttler = Throttler(MemoryStorage(clock=ManualClock(start_ms=1000)))
-    throttle = Throttle("api", 100, 60)
+def _on_32_threads(hits: Callable[[int], int]) -> int:
+    """Start ``hits(index)`` on 32 threads at once; the sum of their answers."""
     start = threading.Barrier(32)
-    admitted = [0] * 32
+    answers = [0] * 32
 
     def worker(index: int) -> None:
         start.wait()
-        for _ in range(500):
-            admitted[index] += throttler.hit("shared", throttle).allowed
+        answers[index] = hits(index)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(32)]
     for thread in threads:
@@ -618,7 +610,53 @@ def test_threads_on_one_key_admit_exactly_the_limit(
     for thread in threads:
         thread.join()
 
-    assert sum(admitted) == 100
+    return sum(answers)
+
+
+def test_threads_on_one_key_admit_exactly_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each decision lets other threads run between reading the window and
+    # recording the hit (a storage without its lock then admits about a third
+    # too many): only the storage's lock keeps the count exact. (The C hot
+    # path does not call count_left: the next test covers it.)
+    def yielding_count_left(*args: Any) -> int:
+        time.sleep(0)
+        return count_left(*args)
+
+    monkeypatch.setattr(memory, "count_left", yielding_count_left)
+    throttler = Throttler(MemoryStorage(clock=ManualClock(start_ms=1000)))
+    throttle = Throttle("api", 100, 60)
+
+    def hits(index: int) -> int:
+        return sum(throttler.hit("shared", throttle).allowed for _ in range(500))
+
+    assert _on_32_threads(hits) == 100
+
+
+def test_threads_mixing_costs_on_one_key_admit_exactly_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Cost-2 hits are decided by _decide_one, which yields here while it
+    # holds the lock; cost-1 hits take the hot path (in C when it is built).
+    # Only the lock keeps the count exact: 100 hits of the frozen window.
+    def yielding_judge(*args: Any) -> Any:
+        time.sleep(0)
+        return judge(*args)
+
+    monkeypatch.setattr(memory, "judge", yielding_judge)
+    throttler = Throttler(MemoryStorage(clock=ManualClock(start_ms=1000)))
+    throttle = Throttle("api", 100, 60)
+
+    def hits(index: int) -> int:
+        counted = 0
+        for i in range(500):
+            cost = 1 + (i + index) % 2
+            counted += cost * throttler.hit("shared", throttle, cost=cost).allowed
+
+        return counted
+
+    assert _on_32_threads(hits) == 100
 
 
 def test_coroutines_on_one_key_admit_exactly_the_limit() -> None:

@@ -18,6 +18,9 @@ from sliding_window_throttler import ManualClock, MemoryStorage, Throttle, Throt
 
 from model import Model, as_verdict, spec_of
 
+# Each test runs on the C hot path of MemoryStorage and on its Python twin.
+pytestmark = pytest.mark.usefixtures("hot_path")
+
 IDENTIFIERS = ("alice", "bob", "carol")
 
 

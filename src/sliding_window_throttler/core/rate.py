@@ -14,6 +14,8 @@ Duration = int | float | timedelta | str
 
 MAX_LIMIT = 1_000_000
 MAX_DURATION_MS = 366 * 86_400_000
+MAX_COST = 2**52
+"""Costs, like explicit times, stay exact in the doubles of the Redis function."""
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 _UNIT_MS = {

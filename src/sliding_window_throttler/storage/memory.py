@@ -26,21 +26,38 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from time import monotonic_ns
 
 from ..core.clock import Clock, MonotonicClock, check_clock
-from ..core.decision import NEVER, US_PER_S, Decision, Outcome, make_decision
-from ..core.rate import Throttle
+from ..core.decision import (
+    NEVER,
+    US_PER_S,
+    Decision,
+    Outcome,
+    _Built,
+    make_decision,
+)
+from ..core.keys import MAX_IDENTIFIER_LENGTH
+from ..core.rate import MAX_COST, Throttle
 from ..core.sliding_window import count_left, judge
 from ..errors import ConfigurationError, shown
 from .base import StorageHealth
 
 logger = logging.getLogger(__name__)
+
+try:
+    from . import _hot_path
+except ImportError:  # built without a C compiler, or not CPython
+    _hot_path = None  # type: ignore[assignment]
+
+if os.environ.get("SWT_NO_EXTENSIONS"):
+    _hot_path = None  # type: ignore[assignment]
 
 _NO_TIMES: list[int] = []
 # Before any time a caller can pass (explicit times may be negative).
@@ -180,6 +197,31 @@ class MemoryStorage:
         ConfigurationError: for a bad ``max_pairs`` or ``overflow``.
     """
 
+    # Slots, not a dict: the C hot path (_hot_path.c) reads and writes some
+    # of them at their offsets.
+    __slots__ = (
+        "__weakref__",
+        "_clients",
+        "_clients_high",
+        "_clock",
+        "_due",
+        "_evictable_at",
+        "_evicted",
+        "_high_water",
+        "_lock",
+        "_lru",
+        "_max_pairs",
+        "_monotonic",
+        "_next_due",
+        "_no_evictions_until",
+        "_overflowing",
+        "_pairs",
+        "_policy",
+        "_reclaimed",
+        "_refused_new",
+        "_refusing",
+    )
+
     def __init__(
         self,
         *,
@@ -243,118 +285,159 @@ class MemoryStorage:
         now_us: int | None = None,
     ) -> Decision:
         """Decide a hit and record it in every throttle, or in none."""
+        if len(throttles) == 1:
+            return self.hit_one(identifier, throttles[0], cost, now_us)
+
         with self._lock:
-            if now_us is not None:
-                now = now_us
-            elif self._monotonic:
-                now = monotonic_ns() // 1000
-            else:
-                now = self._clock.now_us()
-
-            if now < self._high_water:
-                now = self._high_water
-            else:
-                self._high_water = now
-
-            if now >= self._next_due:
-                self._reclaim_due(now)
-
-            if len(throttles) == 1:
-                return self._decide_one(identifier, throttles[0], cost, now, True)
-
+            now = self._advance(self._now(now_us))
             return self._decide(identifier, throttles, cost, now, commit=True)
 
-    def hit_one(self, identifier: str, throttle: Throttle, cost: int) -> Decision:
+    def hit_one(
+        self,
+        identifier: str,
+        throttle: Throttle,
+        cost: int,
+        now_us: int | None = None,
+    ) -> Decision:
         """
-        ``hit(identifier, (throttle,), cost)`` on the storage's clock: the
-        path ``Throttler.hit`` takes for one throttle.
+        ``hit(identifier, (throttle,), cost, now_us)``: the path of every hit
+        on one throttle.
 
-        The commonest hit (cost 1 on a known, unblocked pair that needs no
-        block, eviction or expiry note) is decided here in a few steps; the
-        rest goes to ``_decide_one``. The property tests run every hit
-        through here and compare it with the reference model.
+        Decided in C (``_hot_path.c``) when the extension is built, else by
+        ``_hit_one_at``: the same steps. The tests run every hit through
+        here, both ways, and compare them with the reference model.
         """
+        if _hot_path is not None:
+            return _hot_path.hit_one(self, identifier, throttle, cost, now_us)
+
         lock = self._lock
         lock.acquire()  # not `with`: half the cost, on every decision
         try:
-            now = monotonic_ns() // 1000 if self._monotonic else self._clock.now_us()
-            if now < self._high_water:
-                now = self._high_water
-            else:
-                self._high_water = now
+            now = self._now(now_us)
+            return self._hit_one_at(identifier, throttle, cost, now)
+        finally:
+            lock.release()
 
-            if now >= self._next_due:
-                self._reclaim_due(now)
+    def _advance(self, now: int) -> int:
+        """
+        The storage's time for a hit at ``now``, which never goes back, with
+        the pairs that ended by then reclaimed.
+        """
+        if now < self._high_water:
+            now = self._high_water
+        else:
+            self._high_water = now
 
-            client = self._clients.get(identifier)
-            if client is None or cost != 1 or self._lru:
+        if now >= self._next_due:
+            self._reclaim_due(now)
+
+        return now
+
+    def _now(self, now_us: int | None) -> int:
+        """The time of a hit: ``now_us`` when given, else the storage's clock."""
+        if now_us is not None:
+            return now_us
+
+        return monotonic_ns() // 1000 if self._monotonic else self._clock.now_us()
+
+    def _hit_one_at(
+        self, identifier: str, throttle: Throttle, cost: int, now: int
+    ) -> Decision:
+        """
+        ``hit_one`` with the lock held, at ``now`` on the storage's clock.
+
+        The commonest hit (cost 1 on a known, unblocked pair that needs no
+        block, eviction or expiry note) is decided here in a few steps; the
+        rest goes to ``_decide_one``. ``_hot_path.c`` repeats these steps.
+        """
+        now = self._advance(now)
+        client = self._clients.get(identifier)
+        if cost != 1 or (client is not None and self._lru):
+            return self._decide_one(identifier, throttle, cost, now, True)
+
+        # A pair is the ring of its times.
+        times = client.get(throttle.name) if client is not None else None
+        if times is None:
+            if self._pairs >= self._max_pairs:  # the overflow policy decides
                 return self._decide_one(identifier, throttle, cost, now, True)
 
-            times = client.get(throttle.name)  # a pair is the ring of its times
-            if times is None or times.blocked_until > now:
-                return self._decide_one(identifier, throttle, cost, now, True)
-
-            size = len(times)
-            head = times.head
-            limit = throttle.limit
-            ttl = throttle.ttl_us
-            if size >= limit:
-                # The oldest of the newest `limit` hits: while it is in the
-                # window, the window is full and the hit waits for it to leave.
-                oldest = head + size - limit
-                wait = times[oldest - size if oldest >= size else oldest] + ttl - now
-                if wait > 0:
-                    if throttle.block_duration_us:
-                        return self._decide_one(identifier, throttle, 1, now, True)
-
-                    raw = (
-                        throttle.name,
-                        limit,
-                        _LIMIT_REACHED,
-                        limit,
-                        1,
-                        wait,
-                        wait,
-                        False,
-                        False,
-                    )
-                    return make_decision((raw,), False, wait / US_PER_S)
-
-            if size > limit or (head and size < limit) or times.ttl_us != ttl:
-                # A changed limit or window: _record rebuilds the ring or
-                # notes the pair's new expiry.
-                return self._decide_one(identifier, throttle, 1, now, True)
-
-            # Admitted: the limit-th newest time has left the window, so the
-            # window holds fewer than `limit` and the new time fits.
-            in_window = size - count_left(times, head, now - ttl)
-            if in_window:
-                oldest = head + size - in_window
-                expires_in = times[oldest - size if oldest >= size else oldest]
-                expires_in += ttl - now
-            else:
-                expires_in = ttl  # the hit recorded now is the oldest
-
-            if size < limit:
-                times.append(now)  # not wrapped yet: the head is 0
-            else:
-                times[head] = now
-                times.head = head + 1 if head + 1 < limit else 0
-
+            self._record(identifier, throttle, None, 1, now)
+            # The hit recorded now is the oldest: it expires in a whole window.
             raw = (
                 throttle.name,
-                limit,
+                throttle.limit,
                 _ADMITTED,
-                in_window,
+                0,
                 1,
                 0,
-                expires_in,
+                throttle.ttl_us,
                 True,
                 False,
             )
             return make_decision((raw,), True, 0.0)
-        finally:
-            lock.release()
+
+        if times.blocked_until > now:
+            return self._decide_one(identifier, throttle, cost, now, True)
+
+        size = len(times)
+        head = times.head
+        limit = throttle.limit
+        ttl = throttle.ttl_us
+        if size >= limit:
+            # The oldest of the newest `limit` hits: while it is in the
+            # window, the window is full and the hit waits for it to leave.
+            oldest = head + size - limit
+            wait = times[oldest - size if oldest >= size else oldest] + ttl - now
+            if wait > 0:
+                if throttle.block_duration_us:
+                    return self._decide_one(identifier, throttle, 1, now, True)
+
+                raw = (
+                    throttle.name,
+                    limit,
+                    _LIMIT_REACHED,
+                    limit,
+                    1,
+                    wait,
+                    wait,
+                    False,
+                    False,
+                )
+                return make_decision((raw,), False, wait / US_PER_S)
+
+        if size > limit or (head and size < limit) or times.ttl_us != ttl:
+            # A changed limit or window: _record rebuilds the ring or
+            # notes the pair's new expiry.
+            return self._decide_one(identifier, throttle, 1, now, True)
+
+        # Admitted: the limit-th newest time has left the window, so the
+        # window holds fewer than `limit` and the new time fits.
+        in_window = size - count_left(times, head, now - ttl)
+        if in_window:
+            oldest = head + size - in_window
+            expires_in = times[oldest - size if oldest >= size else oldest]
+            expires_in += ttl - now
+        else:
+            expires_in = ttl  # the hit recorded now is the oldest
+
+        if size < limit:
+            times.append(now)  # not wrapped yet: the head is 0
+        else:
+            times[head] = now
+            times.head = head + 1 if head + 1 < limit else 0
+
+        raw = (
+            throttle.name,
+            limit,
+            _ADMITTED,
+            in_window,
+            1,
+            0,
+            expires_in,
+            True,
+            False,
+        )
+        return make_decision((raw,), True, 0.0)
 
     def peek(
         self,
@@ -897,6 +980,33 @@ class MemoryStorage:
         heapq.heapify(entries)
         self._due = entries
         self._next_due = entries[0][0] if entries else _NEVER_EXPIRES
+
+
+if _hot_path is not None:
+    _hot_path.bind(
+        MemoryStorage,
+        _Pair,
+        Throttle,
+        _Built,
+        Outcome.ADMITTED,
+        Outcome.LIMIT_REACHED,
+        MAX_COST,
+        MAX_IDENTIFIER_LENGTH,
+    )
+
+
+def hot_hitter(
+    storage: MemoryStorage, fallback: Callable[..., Decision]
+) -> Callable[..., Decision] | None:
+    """
+    ``Throttler.hit`` over ``storage`` in C, or None without the extension:
+    the plain call (a str, one ``Throttle``, an int cost, the storage's
+    clock) is decided there, and any other goes to ``fallback``.
+    """
+    if _hot_path is None:
+        return None
+
+    return _hot_path.Hitter(storage, fallback)
 
 
 class AsyncMemoryStorage:

@@ -1,0 +1,990 @@
+/*
+ * The hot path of MemoryStorage in C: the commonest hit, decided without a
+ * Python frame.
+ *
+ * It is `MemoryStorage._hit_one_at` (memory.py) for the two cases that make
+ * up nearly all traffic on one throttle: a known, unblocked pair whose
+ * window is full (refused), and one with room (admitted and recorded). Every
+ * other case calls back into the Python methods (`_reclaim_due`,
+ * `_decide_one`, `_hit_one_at`) under the same lock, so the algorithm has
+ * one full copy, in Python, and this file repeats only its fast case. The
+ * property tests run both against the reference model.
+ *
+ * State is not copied either: the C code reads and writes the `__slots__`
+ * of the Python objects (the storage, its pairs, the throttle, the
+ * decision) at the offsets their member descriptors give. `bind()` finds
+ * those offsets once, when memory.py is imported, and refuses any class
+ * whose layout is not as expected, so memory.py falls back to Python rather
+ * than read the wrong field.
+ *
+ * Units: times are integer microseconds, as in memory.py. Python ints that
+ * do not fit in 64 bits (the storage's "never" sentinels) compare as their
+ * sign's infinity.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#ifdef Py_GIL_DISABLED
+#error "not written for the free-threaded build: memory.py uses its Python path"
+#endif
+
+#define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+
+/*
+ * What the module found when imported (the lock's methods, the clock) and
+ * what bind() found (the classes, their slot offsets, the shared constants).
+ */
+struct hot_state {
+    int bound;
+    PyTypeObject *storage_type;
+    PyTypeObject *pair_type;
+    PyTypeObject *throttle_type;
+    PyTypeObject *decision_type;
+    PyTypeObject *lock_type;
+    PyObject *lock_acquire; /* method descriptors of the lock's type */
+    PyObject *lock_release;
+    PyObject *monotonic_ns;
+    PyObject *admitted;
+    PyObject *limit_reached;
+    long long max_cost;
+    Py_ssize_t max_identifier_length;
+    /* MemoryStorage */
+    Py_ssize_t s_lock, s_clock, s_monotonic, s_high_water, s_next_due,
+        s_clients, s_lru, s_pairs, s_max_pairs;
+    /* _Pair */
+    Py_ssize_t p_head, p_blocked_until, p_ttl_us;
+    /* Throttle */
+    Py_ssize_t t_name, t_limit, t_ttl_us, t_block_duration_us;
+    /* Decision */
+    Py_ssize_t d_allowed, d_retry_after, d_raw;
+};
+
+static struct hot_state hot;
+
+static PyObject *str_record, *str_reclaim_due, *str_decide_one, *str_hit_one_at, *str_now_us,
+    *str_cost, *str_now_ms, *one;
+
+/* ---- reading and writing slots ---------------------------------------- */
+
+static Py_ssize_t
+slot_offset(PyTypeObject *type, const char *name)
+{
+    PyObject *descr = PyObject_GetAttrString((PyObject *)type, name);
+    if (descr == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Format(PyExc_TypeError, "%s has no slot %s", type->tp_name,
+                         name);
+        }
+        return -1;
+    }
+
+    Py_ssize_t offset = -1;
+    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ member",
+                     type->tp_name, name);
+    }
+    else {
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type != T_OBJECT_EX || (member->flags & READONLY)) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a writable object slot",
+                         type->tp_name, name);
+        }
+        else {
+            offset = member->offset;
+        }
+    }
+
+    Py_DECREF(descr);
+    return offset;
+}
+
+/* The slot's value (borrowed), or NULL with AttributeError when unset. */
+static inline PyObject *
+slot_get(PyObject *obj, Py_ssize_t offset, const char *name)
+{
+    PyObject *value = SLOT(obj, offset);
+    if (value == NULL) {
+        PyErr_Format(PyExc_AttributeError, "'%s' object has no attribute '%s'",
+                     Py_TYPE(obj)->tp_name, name);
+    }
+    return value;
+}
+
+/* Store a new reference (stolen) in the slot. */
+static inline void
+slot_put(PyObject *obj, Py_ssize_t offset, PyObject *value)
+{
+    PyObject *old = SLOT(obj, offset);
+    SLOT(obj, offset) = value;
+    Py_XDECREF(old);
+}
+
+/*
+ * An int as a C long long; beyond 64 bits, LLONG_MIN or LLONG_MAX (the
+ * storage's sentinels sit at -2**63 and 2**63). -1 with an error set for
+ * anything but an int.
+ */
+static inline int
+as_i64(PyObject *value, long long *out)
+{
+    if (!PyLong_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "expected an int, got %.100s",
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow) {
+        v = overflow > 0 ? LLONG_MAX : LLONG_MIN;
+    }
+    else if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+
+    *out = v;
+    return 0;
+}
+
+static inline int
+slot_i64(PyObject *obj, Py_ssize_t offset, const char *name, long long *out)
+{
+    PyObject *value = slot_get(obj, offset, name);
+    return value == NULL ? -1 : as_i64(value, out);
+}
+
+/* ---- the ring (see core/sliding_window.py) ----------------------------- */
+
+static inline int
+item_i64(PyObject *times, Py_ssize_t index, long long *out)
+{
+    return as_i64(PyList_GET_ITEM(times, index), out);
+}
+
+/* bisect_right(times, left, lo, hi); -1 with an error set on a bad item. */
+static Py_ssize_t
+bisect_right(PyObject *times, long long left, Py_ssize_t lo, Py_ssize_t hi)
+{
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        long long t;
+        if (item_i64(times, mid, &t) < 0) {
+            return -1;
+        }
+        if (left < t) {
+            hi = mid;
+        }
+        else {
+            lo = mid + 1;
+        }
+    }
+    return lo;
+}
+
+/* count_left: how many times of the ring (oldest at head) are <= left. */
+static Py_ssize_t
+count_left(PyObject *times, Py_ssize_t head, long long left)
+{
+    Py_ssize_t size = PyList_GET_SIZE(times);
+    if (!head) {
+        return bisect_right(times, left, 0, size);
+    }
+
+    long long first;
+    if (item_i64(times, 0, &first) < 0) {
+        return -1;
+    }
+
+    Py_ssize_t found;
+    if (left < first) { /* times[:head] are the newest: all of them later */
+        found = bisect_right(times, left, head, size);
+        return found < 0 ? -1 : found - head;
+    }
+
+    found = bisect_right(times, left, 0, head);
+    return found < 0 ? -1 : size - head + found;
+}
+
+/* The time at ring position oldest + k, for k in [0, size). */
+static inline int
+ring_at(PyObject *times, Py_ssize_t index, long long *out)
+{
+    Py_ssize_t size = PyList_GET_SIZE(times);
+    return item_i64(times, index >= size ? index - size : index, out);
+}
+
+/* ---- the decision ------------------------------------------------------- */
+
+/* make_decision(((name, limit, outcome, ...),), allowed, retry_after) */
+static PyObject *
+make_decision(PyObject *throttle, PyObject *outcome, long long in_window,
+              long long wait, long long expires_in, int admitted)
+{
+    PyObject *name = slot_get(throttle, hot.t_name, "name");
+    PyObject *limit = name ? slot_get(throttle, hot.t_limit, "limit") : NULL;
+    if (limit == NULL) {
+        return NULL;
+    }
+
+    PyObject *raw = PyTuple_New(9);
+    if (raw == NULL) {
+        return NULL;
+    }
+
+    PyObject *recorded = admitted ? Py_True : Py_False;
+    PyObject *items[9] = {
+        Py_NewRef(name),
+        Py_NewRef(limit),
+        Py_NewRef(outcome),
+        PyLong_FromLongLong(in_window),
+        PyLong_FromLong(1),
+        PyLong_FromLongLong(wait),
+        PyLong_FromLongLong(expires_in),
+        Py_NewRef(recorded),
+        Py_NewRef(Py_False),
+    };
+    int failed = 0;
+    for (int i = 0; i < 9; i++) {
+        if (items[i] == NULL) {
+            failed = 1;
+            items[i] = Py_NewRef(Py_None);
+        }
+        PyTuple_SET_ITEM(raw, i, items[i]);
+    }
+
+    PyObject *raws = failed ? NULL : PyTuple_Pack(1, raw);
+    Py_DECREF(raw);
+    if (raws == NULL) {
+        return NULL;
+    }
+
+    PyObject *retry_after = PyFloat_FromDouble(admitted ? 0.0 : wait / 1e6);
+    PyObject *decision =
+        retry_after ? hot.decision_type->tp_alloc(hot.decision_type, 0) : NULL;
+    if (decision == NULL) {
+        Py_XDECREF(retry_after);
+        Py_DECREF(raws);
+        return NULL;
+    }
+
+    slot_put(decision, hot.d_allowed, Py_NewRef(admitted ? Py_True : Py_False));
+    slot_put(decision, hot.d_retry_after, retry_after);
+    slot_put(decision, hot.d_raw, raws);
+    return decision;
+}
+
+/* ---- the storage's lock and clock ------------------------------------- */
+
+static PyObject *
+call_lock(PyObject *lock, PyObject *method, const char *name)
+{
+    if (Py_IS_TYPE(lock, hot.lock_type)) {
+        return PyObject_Vectorcall(method, &lock, 1, NULL);
+    }
+    return PyObject_CallMethod(lock, name, NULL);
+}
+
+static int
+acquire(PyObject *lock)
+{
+    PyObject *done = call_lock(lock, hot.lock_acquire, "acquire");
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 0;
+}
+
+static int
+release(PyObject *lock)
+{
+    PyObject *done = call_lock(lock, hot.lock_release, "release");
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 0;
+}
+
+/* The storage clock's reading (a new reference), as memory.py takes it. */
+static PyObject *
+read_clock(PyObject *storage)
+{
+    PyObject *monotonic = slot_get(storage, hot.s_monotonic, "_monotonic");
+    if (monotonic == NULL) {
+        return NULL;
+    }
+
+    if (monotonic == Py_True) {
+        PyObject *ns = PyObject_CallNoArgs(hot.monotonic_ns);
+        if (ns == NULL) {
+            return NULL;
+        }
+        long long value;
+        int failed = as_i64(ns, &value);
+        Py_DECREF(ns);
+        if (failed) {
+            return NULL;
+        }
+        /* monotonic_ns() // 1000: floor division, as Python's */
+        long long us = value / 1000 - (value % 1000 < 0);
+        return PyLong_FromLongLong(us);
+    }
+
+    PyObject *clock = slot_get(storage, hot.s_clock, "_clock");
+    return clock ? PyObject_CallMethodNoArgs(clock, str_now_us) : NULL;
+}
+
+/* ---- the decision of one hit ------------------------------------------ */
+
+static PyObject *
+call_method(PyObject *storage, PyObject *name, PyObject *const *args,
+            size_t nargs)
+{
+    PyObject *stack[6];
+    stack[0] = storage;
+    for (size_t i = 0; i < nargs; i++) {
+        stack[i + 1] = args[i];
+    }
+    return PyObject_VectorcallMethod(name, stack, nargs + 1, NULL);
+}
+
+/* storage._decide_one(identifier, throttle, cost, now, True) */
+static PyObject *
+decide_in_python(PyObject *storage, PyObject *identifier, PyObject *throttle,
+                 PyObject *cost, long long now)
+{
+    PyObject *now_obj = PyLong_FromLongLong(now);
+    if (now_obj == NULL) {
+        return NULL;
+    }
+
+    PyObject *args[5] = {identifier, throttle, cost, now_obj, Py_True};
+    PyObject *decision = call_method(storage, str_decide_one, args, 5);
+    Py_DECREF(now_obj);
+    return decision;
+}
+
+/* The first hit of a pair, with room for it: recorded by storage._record. */
+static PyObject *
+hit_new_pair(PyObject *storage, PyObject *identifier, PyObject *throttle,
+             PyObject *cost_obj, long long now)
+{
+    long long pairs, max_pairs, ttl;
+    if (slot_i64(storage, hot.s_pairs, "_pairs", &pairs) < 0 ||
+        slot_i64(storage, hot.s_max_pairs, "_max_pairs", &max_pairs) < 0 ||
+        slot_i64(throttle, hot.t_ttl_us, "ttl_us", &ttl) < 0) {
+        return NULL;
+    }
+
+    if (pairs >= max_pairs) { /* the overflow policy decides */
+        return decide_in_python(storage, identifier, throttle, cost_obj, now);
+    }
+
+    PyObject *now_obj = PyLong_FromLongLong(now);
+    if (now_obj == NULL) {
+        return NULL;
+    }
+
+    PyObject *args[5] = {identifier, throttle, Py_None, cost_obj, now_obj};
+    PyObject *pair = call_method(storage, str_record, args, 5);
+    Py_DECREF(now_obj);
+    if (pair == NULL) {
+        return NULL;
+    }
+
+    Py_DECREF(pair);
+    /* the hit recorded now is the oldest: it expires in a whole window */
+    return make_decision(throttle, hot.admitted, 0, 0, ttl, 1);
+}
+
+/*
+ * _hit_one_at with the lock held and `now` read; the fast cases here, the
+ * rest through the Python methods. Returns a new reference, or NULL.
+ */
+static PyObject *
+hit_one_at(PyObject *storage, PyObject *identifier, PyObject *throttle,
+           PyObject *cost_obj, long long cost, PyObject *now_obj)
+{
+    long long now, high_water, next_due;
+    if (!PyLong_CheckExact(now_obj) || as_i64(now_obj, &now) < 0 ||
+        now == LLONG_MAX || now == LLONG_MIN) {
+        /* Not a 64-bit int: Python decides (and says what is wrong). */
+        PyErr_Clear();
+        PyObject *args[4] = {identifier, throttle, cost_obj, now_obj};
+        return call_method(storage, str_hit_one_at, args, 4);
+    }
+
+    if (slot_i64(storage, hot.s_high_water, "_high_water", &high_water) < 0) {
+        return NULL;
+    }
+
+    if (now < high_water) {
+        now = high_water;
+    }
+    else {
+        slot_put(storage, hot.s_high_water, Py_NewRef(now_obj));
+    }
+
+    if (slot_i64(storage, hot.s_next_due, "_next_due", &next_due) < 0) {
+        return NULL;
+    }
+
+    if (now >= next_due) {
+        PyObject *at = PyLong_FromLongLong(now);
+        PyObject *done = at ? call_method(storage, str_reclaim_due, &at, 1) : NULL;
+        Py_XDECREF(at);
+        if (done == NULL) {
+            return NULL;
+        }
+        Py_DECREF(done);
+    }
+
+    PyObject *clients = slot_get(storage, hot.s_clients, "_clients");
+    PyObject *lru = clients ? slot_get(storage, hot.s_lru, "_lru") : NULL;
+    PyObject *name = lru ? slot_get(throttle, hot.t_name, "name") : NULL;
+    if (name == NULL) {
+        return NULL;
+    }
+
+    PyObject *client = NULL;
+    if (PyDict_CheckExact(clients)) {
+        client = PyDict_GetItemWithError(clients, identifier);
+        if (client == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+
+    if (cost != 1 || !PyDict_CheckExact(clients) ||
+        (client != NULL && (lru != Py_False || !PyDict_CheckExact(client)))) {
+        return decide_in_python(storage, identifier, throttle, cost_obj, now);
+    }
+
+    PyObject *times = client ? PyDict_GetItemWithError(client, name) : NULL;
+    if (times == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        return hit_new_pair(storage, identifier, throttle, cost_obj, now);
+    }
+
+    long long blocked_until, head, limit, ttl, block, pair_ttl;
+    if (!Py_IS_TYPE(times, hot.pair_type) ||
+        slot_i64(times, hot.p_blocked_until, "blocked_until", &blocked_until) <
+            0 ||
+        blocked_until > now) {
+        PyErr_Clear(); /* a pair in odd shape: Python says what is wrong */
+        return decide_in_python(storage, identifier, throttle, cost_obj, now);
+    }
+
+    if (slot_i64(times, hot.p_head, "head", &head) < 0 ||
+        slot_i64(times, hot.p_ttl_us, "ttl_us", &pair_ttl) < 0 ||
+        slot_i64(throttle, hot.t_limit, "limit", &limit) < 0 ||
+        slot_i64(throttle, hot.t_ttl_us, "ttl_us", &ttl) < 0 ||
+        slot_i64(throttle, hot.t_block_duration_us, "block_duration_us",
+                 &block) < 0) {
+        return NULL;
+    }
+
+    Py_ssize_t size = PyList_GET_SIZE(times);
+    if (head < 0 || (size && head >= size)) {
+        return decide_in_python(storage, identifier, throttle, cost_obj, now);
+    }
+
+    if (size >= limit) {
+        /* The oldest of the newest `limit` hits: while it is in the window,
+         * the window is full and the hit waits for it to leave. */
+        long long oldest;
+        if (ring_at(times, (Py_ssize_t)(head + size - limit), &oldest) < 0) {
+            return NULL;
+        }
+
+        long long wait = oldest + ttl - now;
+        if (wait > 0) {
+            if (block) {
+                return decide_in_python(storage, identifier, throttle, cost_obj,
+                                        now);
+            }
+            return make_decision(throttle, hot.limit_reached, limit, wait, wait,
+                                 0);
+        }
+    }
+
+    if (size > limit || (head && size < limit) || pair_ttl != ttl) {
+        /* A changed limit or window: _record rebuilds the ring or notes the
+         * pair's new expiry. */
+        return decide_in_python(storage, identifier, throttle, cost_obj, now);
+    }
+
+    /* Admitted: the limit-th newest time has left the window. */
+    Py_ssize_t left = count_left(times, (Py_ssize_t)head, now - ttl);
+    if (left < 0) {
+        return NULL;
+    }
+
+    long long in_window = size - left;
+    long long expires_in = ttl; /* the hit recorded now is the oldest */
+    if (in_window) {
+        long long oldest;
+        if (ring_at(times, (Py_ssize_t)(head + size - in_window), &oldest) < 0) {
+            return NULL;
+        }
+        expires_in = oldest + ttl - now;
+    }
+
+    PyObject *stamp = PyLong_FromLongLong(now);
+    if (stamp == NULL) {
+        return NULL;
+    }
+
+    if (size < limit) { /* not wrapped yet: the head is 0 */
+        int failed = PyList_Append(times, stamp);
+        Py_DECREF(stamp);
+        if (failed) {
+            return NULL;
+        }
+    }
+    else {
+        PyObject *next = PyLong_FromLongLong(head + 1 < limit ? head + 1 : 0);
+        if (next == NULL) {
+            Py_DECREF(stamp);
+            return NULL;
+        }
+        PyList_SetItem(times, (Py_ssize_t)head, stamp); /* steals stamp */
+        slot_put(times, hot.p_head, next);
+    }
+
+    return make_decision(throttle, hot.admitted, in_window, 0, expires_in, 1);
+}
+
+/*
+ * hit_one: the lock, the clock (unless the time is given), then hit_one_at,
+ * or storage._hit_one_at for arguments off the plain path (a cost of -1).
+ * The lock is released on every path.
+ */
+static PyObject *
+hit_one_locked(PyObject *storage, PyObject *identifier, PyObject *throttle,
+               PyObject *cost_obj, long long cost, PyObject *now_us)
+{
+    PyObject *lock = slot_get(storage, hot.s_lock, "_lock");
+    if (lock == NULL) {
+        return NULL;
+    }
+
+    Py_INCREF(lock);
+    if (acquire(lock) < 0) {
+        Py_DECREF(lock);
+        return NULL;
+    }
+
+    PyObject *decision = NULL;
+    PyObject *now = now_us != NULL ? Py_NewRef(now_us) : read_clock(storage);
+    if (now != NULL && cost < 0) {
+        PyObject *args[4] = {identifier, throttle, cost_obj, now};
+        decision = call_method(storage, str_hit_one_at, args, 4);
+    }
+    else if (now != NULL) {
+        decision = hit_one_at(storage, identifier, throttle, cost_obj, cost, now);
+    }
+    Py_XDECREF(now);
+
+    /* Keep the decision's error (if any) across the release. */
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *raised = PyErr_GetRaisedException();
+    if (release(lock) < 0) {
+        Py_CLEAR(decision);
+        Py_XDECREF(raised); /* the lock's own error wins: it is worse */
+    }
+    else {
+        PyErr_SetRaisedException(raised);
+    }
+#else
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    if (release(lock) < 0) {
+        Py_CLEAR(decision);
+        Py_XDECREF(type); /* the lock's own error wins: it is worse */
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+    }
+    else {
+        PyErr_Restore(type, value, traceback);
+    }
+#endif
+
+    Py_DECREF(lock);
+    return decision;
+}
+
+static int
+check_bound(void)
+{
+    if (!hot.bound) {
+        PyErr_SetString(PyExc_RuntimeError, "_hot_path.bind() was not called");
+        return -1;
+    }
+    return 0;
+}
+
+/* The plain call of Throttler.hit: a str, an exact Throttle, an int cost. */
+static int
+is_plain(PyObject *identifier, PyObject *throttle, PyObject *cost_obj,
+         long long *cost)
+{
+    if (!PyUnicode_CheckExact(identifier) || !Py_IS_TYPE(throttle, hot.throttle_type) ||
+        !PyLong_CheckExact(cost_obj)) {
+        return 0;
+    }
+
+    Py_ssize_t length = PyUnicode_GET_LENGTH(identifier);
+    if (length < 1 || length > hot.max_identifier_length) {
+        return 0;
+    }
+
+    int overflow;
+    *cost = PyLong_AsLongLongAndOverflow(cost_obj, &overflow);
+    return !overflow && *cost >= 0 && *cost <= hot.max_cost;
+}
+
+PyDoc_STRVAR(hit_one_doc,
+"hit_one(storage, identifier, throttle, cost, now_us=None, /)\n--\n\n"
+"MemoryStorage.hit_one in C: one hit on one throttle, on the storage's clock\n"
+"unless now_us is given. Arguments off the plain path (not a str of 1 to\n"
+"65,536 characters, an exact Throttle and an int cost from 0 to 2**52) go to\n"
+"storage._hit_one_at, under the same lock.");
+
+static PyObject *
+hot_hit_one(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_bound() < 0) {
+        return NULL;
+    }
+
+    if (nargs != 4 && nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "hit_one() takes 4 or 5 arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+
+    if (!PyObject_TypeCheck(args[0], hot.storage_type)) {
+        PyErr_Format(PyExc_TypeError, "hit_one() needs a %s, got %.100s",
+                     hot.storage_type->tp_name, Py_TYPE(args[0])->tp_name);
+        return NULL;
+    }
+
+    long long cost;
+    if (!is_plain(args[1], args[2], args[3], &cost)) {
+        cost = -1;
+    }
+
+    PyObject *now_us = nargs == 5 && args[4] != Py_None ? args[4] : NULL;
+    return hit_one_locked(args[0], args[1], args[2], args[3], cost, now_us);
+}
+
+/* ---- Throttler.hit for a bare MemoryStorage ---------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *storage;
+    PyObject *fallback; /* the Python Throttler.hit, bound */
+    vectorcallfunc vectorcall;
+} Hitter;
+
+static PyObject *
+hitter_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
+                  PyObject *kwnames)
+{
+    Hitter *self = (Hitter *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *cost_obj = NULL;
+    int plain = nargs == 2;
+    if (plain && kwnames != NULL) {
+        Py_ssize_t count = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < count && plain; i++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+            PyObject *value = args[nargs + i];
+            if (key == str_cost || PyUnicode_Compare(key, str_cost) == 0) {
+                cost_obj = value;
+            }
+            else if (value != Py_None ||
+                     (key != str_now_ms && PyUnicode_Compare(key, str_now_ms))) {
+                plain = 0;
+            }
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+
+    long long cost = 1;
+    if (plain) {
+        if (cost_obj == NULL) {
+            cost_obj = one;
+            plain = is_plain(args[0], args[1], cost_obj, &cost);
+        }
+        else {
+            plain = is_plain(args[0], args[1], cost_obj, &cost);
+        }
+    }
+
+    /* A storage of another MemoryStorage class (memory.py reloaded) has
+     * slots of its own: Python decides for it. */
+    plain = plain && PyObject_TypeCheck(self->storage, hot.storage_type);
+    if (!plain) { /* the checks of Throttler.hit say what is wrong */
+        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+    }
+
+    return hit_one_locked(self->storage, args[0], args[1], cost_obj, cost, NULL);
+}
+
+static PyObject *
+hitter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *storage, *fallback;
+    if (check_bound() < 0 ||
+        !PyArg_ParseTuple(args, "O!O:Hitter", hot.storage_type, &storage,
+                          &fallback)) {
+        return NULL;
+    }
+
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "Hitter() takes no keyword arguments");
+        return NULL;
+    }
+
+    Hitter *self = (Hitter *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+
+    self->storage = Py_NewRef(storage);
+    self->fallback = Py_NewRef(fallback);
+    self->vectorcall = hitter_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+hitter_traverse(Hitter *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->storage);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int
+hitter_clear(Hitter *self)
+{
+    Py_CLEAR(self->storage);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void
+hitter_dealloc(Hitter *self)
+{
+    PyObject_GC_UnTrack(self);
+    hitter_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+hitter_repr(Hitter *self)
+{
+    return PyUnicode_FromFormat("<C hot path of Throttler.hit over %R>",
+                                self->storage);
+}
+
+PyDoc_STRVAR(hitter_doc,
+"Hitter(storage, fallback)\n--\n\n"
+"Throttler.hit over a bare MemoryStorage: the plain call (a str, one Throttle,\n"
+"an int cost, the storage's clock) in C; any other goes to `fallback`.");
+
+static PyMemberDef hitter_members[] = {
+    {"storage", T_OBJECT, offsetof(Hitter, storage), READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject HitterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sliding_window_throttler.storage._hot_path.Hitter",
+    .tp_basicsize = sizeof(Hitter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+                Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = hitter_doc,
+    .tp_new = hitter_new,
+    .tp_dealloc = (destructor)hitter_dealloc,
+    .tp_traverse = (traverseproc)hitter_traverse,
+    .tp_clear = (inquiry)hitter_clear,
+    .tp_repr = (reprfunc)hitter_repr,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Hitter, vectorcall),
+    .tp_members = hitter_members,
+};
+
+/* ---- bind() ------------------------------------------------------------ */
+
+static int
+bind_offsets(PyTypeObject *type, const char *const *names, Py_ssize_t *const *outs)
+{
+    for (int i = 0; names[i] != NULL; i++) {
+        Py_ssize_t offset = slot_offset(type, names[i]);
+        if (offset < 0) {
+            return -1;
+        }
+        *outs[i] = offset;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(bind_doc,
+"bind(storage_type, pair_type, throttle_type, decision_type, admitted,\n"
+"     limit_reached, max_cost, max_identifier_length, /)\n--\n\n"
+"Find the slots of memory.py's classes. TypeError if a layout is not as\n"
+"expected; the binding in force, if any, then stays as it was.");
+
+static PyObject *
+hot_bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_Format(PyExc_TypeError, "bind() takes 8 arguments (%zd given)", nargs);
+        return NULL;
+    }
+
+    for (int i = 0; i < 4; i++) {
+        if (!PyType_Check(args[i])) {
+            PyErr_Format(PyExc_TypeError, "bind(): argument %d must be a class, "
+                         "got %.100s", i + 1, Py_TYPE(args[i])->tp_name);
+            return NULL;
+        }
+    }
+
+    if (!PyType_IsSubtype((PyTypeObject *)args[1], &PyList_Type)) {
+        PyErr_SetString(PyExc_TypeError, "bind(): pair_type must subclass list");
+        return NULL;
+    }
+
+    /* Worked out in a copy: `hot` changes only once all of it is found. */
+    struct hot_state next = hot;
+    next.storage_type = (PyTypeObject *)args[0];
+    next.pair_type = (PyTypeObject *)args[1];
+    next.throttle_type = (PyTypeObject *)args[2];
+    next.decision_type = (PyTypeObject *)args[3];
+    static const char *const storage_names[] = {
+        "_lock", "_clock", "_monotonic", "_high_water", "_next_due", "_clients",
+        "_lru", "_pairs", "_max_pairs", NULL};
+    Py_ssize_t *const storage_outs[] = {
+        &next.s_lock, &next.s_clock, &next.s_monotonic, &next.s_high_water,
+        &next.s_next_due, &next.s_clients, &next.s_lru, &next.s_pairs,
+        &next.s_max_pairs};
+    static const char *const pair_names[] = {"head", "blocked_until", "ttl_us",
+                                             NULL};
+    Py_ssize_t *const pair_outs[] = {&next.p_head, &next.p_blocked_until,
+                                     &next.p_ttl_us};
+    static const char *const throttle_names[] = {
+        "name", "limit", "ttl_us", "block_duration_us", NULL};
+    Py_ssize_t *const throttle_outs[] = {&next.t_name, &next.t_limit,
+                                         &next.t_ttl_us, &next.t_block_duration_us};
+    static const char *const decision_names[] = {"allowed", "retry_after", "_raw",
+                                                 NULL};
+    Py_ssize_t *const decision_outs[] = {&next.d_allowed, &next.d_retry_after,
+                                         &next.d_raw};
+    if (bind_offsets(next.storage_type, storage_names, storage_outs) < 0 ||
+        bind_offsets(next.pair_type, pair_names, pair_outs) < 0 ||
+        bind_offsets(next.throttle_type, throttle_names, throttle_outs) < 0 ||
+        bind_offsets(next.decision_type, decision_names, decision_outs) < 0) {
+        return NULL;
+    }
+
+    next.max_cost = PyLong_AsLongLong(args[6]);
+    next.max_identifier_length = PyLong_AsSsize_t(args[7]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+
+    next.admitted = args[4];
+    next.limit_reached = args[5];
+    for (int i = 0; i < 6; i++) {
+        Py_INCREF(args[i]);
+    }
+    if (hot.bound) {
+        Py_DECREF(hot.storage_type);
+        Py_DECREF(hot.pair_type);
+        Py_DECREF(hot.throttle_type);
+        Py_DECREF(hot.decision_type);
+        Py_DECREF(hot.admitted);
+        Py_DECREF(hot.limit_reached);
+    }
+
+    next.bound = 1;
+    hot = next;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef hot_methods[] = {
+    {"bind", (PyCFunction)(void (*)(void))hot_bind, METH_FASTCALL, bind_doc},
+    {"hit_one", (PyCFunction)(void (*)(void))hot_hit_one, METH_FASTCALL,
+     hit_one_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef hot_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "sliding_window_throttler.storage._hot_path",
+    .m_doc = "The hot path of MemoryStorage in C (see memory.py).",
+    .m_size = -1,
+    .m_methods = hot_methods,
+};
+
+static int
+init_lock_methods(void)
+{
+    PyObject *thread = PyImport_ImportModule("_thread");
+    PyObject *lock = thread ? PyObject_CallMethod(thread, "allocate_lock", NULL)
+                            : NULL;
+    Py_XDECREF(thread);
+    if (lock == NULL) {
+        return -1;
+    }
+
+    hot.lock_type = (PyTypeObject *)Py_NewRef(Py_TYPE(lock));
+    Py_DECREF(lock);
+    hot.lock_acquire = PyObject_GetAttrString((PyObject *)hot.lock_type, "acquire");
+    hot.lock_release = PyObject_GetAttrString((PyObject *)hot.lock_type, "release");
+    return hot.lock_acquire && hot.lock_release ? 0 : -1;
+}
+
+PyMODINIT_FUNC
+PyInit__hot_path(void)
+{
+    if (PyType_Ready(&HitterType) < 0) {
+        return NULL;
+    }
+
+    str_record = PyUnicode_InternFromString("_record");
+    str_reclaim_due = PyUnicode_InternFromString("_reclaim_due");
+    str_decide_one = PyUnicode_InternFromString("_decide_one");
+    str_hit_one_at = PyUnicode_InternFromString("_hit_one_at");
+    str_now_us = PyUnicode_InternFromString("now_us");
+    str_cost = PyUnicode_InternFromString("cost");
+    str_now_ms = PyUnicode_InternFromString("now_ms");
+    one = PyLong_FromLong(1);
+    if (!one || !str_record || !str_reclaim_due || !str_decide_one || !str_hit_one_at || !str_now_us ||
+        !str_cost || !str_now_ms || init_lock_methods() < 0) {
+        return NULL;
+    }
+
+    PyObject *time = PyImport_ImportModule("time");
+    hot.monotonic_ns = time ? PyObject_GetAttrString(time, "monotonic_ns") : NULL;
+    Py_XDECREF(time);
+    if (hot.monotonic_ns == NULL) {
+        return NULL;
+    }
+
+    PyObject *module = PyModule_Create(&hot_module);
+    if (module == NULL) {
+        return NULL;
+    }
+
+    if (PyModule_AddObjectRef(module, "Hitter", (PyObject *)&HitterType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+
+    return module;
+}

@@ -1,0 +1,37 @@
+# The C hot path of MemoryStorage (_hot_path.c); see memory.py.
+from collections.abc import Callable
+from typing import Any
+
+from ..core.decision import Decision, Outcome
+from ..core.rate import Throttle
+
+def bind(
+    storage_type: type,
+    pair_type: type,
+    throttle_type: type,
+    decision_type: type,
+    admitted: Outcome,
+    limit_reached: Outcome,
+    max_cost: int,
+    max_identifier_length: int,
+    /,
+) -> None: ...
+def hit_one(
+    storage: Any,
+    identifier: str,
+    throttle: Throttle,
+    cost: int,
+    now_us: int | None = None,
+    /,
+) -> Decision: ...
+
+class Hitter:
+    storage: Any
+    def __init__(self, storage: Any, fallback: Callable[..., Decision], /) -> None: ...
+    def __call__(
+        self,
+        identifier: str,
+        *throttles: Throttle,
+        cost: int = 1,
+        now_ms: float | None = None,
+    ) -> Decision: ...

@@ -1,0 +1,302 @@
+"""
+The C hot path of MemoryStorage (storage/_hot_path.c) where it differs from
+its Python twin: what it hands back to Python, its lock, its errors.
+
+The decisions themselves are checked on both paths by the memory, model and
+facade tests (the ``hot_path`` fixture runs each of them twice).
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import math
+import os
+import pickle
+import weakref
+from typing import Any
+
+import pytest
+
+from sliding_window_throttler import (
+    ConfigurationError,
+    Decision,
+    KeyGenerationError,
+    ManualClock,
+    MemoryStorage,
+    Outcome,
+    Throttle,
+    Throttler,
+    ThrottleRecord,
+)
+from sliding_window_throttler.storage import memory
+
+pytestmark = pytest.mark.skipif(
+    bool(os.environ.get("SWT_NO_EXTENSIONS")),
+    reason="SWT_NO_EXTENSIONS is set: the Python path alone",
+)
+
+API = Throttle("api", 3, 1)
+
+
+def test_the_extension_is_built_and_serves_a_bare_memory_throttler() -> None:
+    assert memory._hot_path is not None, (
+        "storage/_hot_path.c is not built: install a C compiler and the Python "
+        "headers, then `make test` again"
+    )
+    throttler = Throttler(MemoryStorage())
+
+    assert type(throttler.hit).__name__ == "Hitter"
+    assert throttler.hit.storage is throttler.storage  # type: ignore[attr-defined]
+
+
+def test_exact_decisions_on_the_hot_path() -> None:
+    clock = ManualClock()
+    throttler = Throttler(MemoryStorage(clock=clock))
+    got = []
+    for ms in (0, 0, 0, 999, 1000, 1001):
+        clock.set_ms(ms)
+        decision = throttler.hit("203.0.113.7", API)
+        got.append((decision.allowed, decision.retry_after))
+
+    assert got == [
+        (True, 0.0),
+        (True, 0.0),
+        (True, 0.0),
+        (False, 0.001),
+        (True, 0.0),
+        (True, 0.0),
+    ]
+
+
+def test_records_of_a_hot_path_decision() -> None:
+    clock = ManualClock()
+    throttler = Throttler(MemoryStorage(clock=clock))
+    throttler.hit("a", API)
+    clock.set_ms(400)
+    second = throttler.hit("a", API)
+    throttler.hit("a", API)
+    refused = throttler.hit("a", API)
+
+    # The oldest hit leaves in 600 ms: 1 s, rounded up.
+    assert second.records[0] == ThrottleRecord(
+        name="api",
+        limit=3,
+        total_hits=2,
+        remaining=1,
+        time_to_expire=1,
+        is_blocked=False,
+        time_to_block_expire=-1,
+        retry_after=0.0,
+        outcome=Outcome.ADMITTED,
+    )
+    assert refused.records[0] == ThrottleRecord(
+        name="api",
+        limit=3,
+        total_hits=4,
+        remaining=0,
+        time_to_expire=1,
+        is_blocked=True,
+        time_to_block_expire=1,
+        retry_after=0.6,
+        outcome=Outcome.LIMIT_REACHED,
+    )
+    assert (refused.allowed, refused.retry_after) == (False, 0.6)
+    assert (refused.degraded, refused.strategy) == (False, None)
+
+
+def test_a_hot_path_decision_copies_pickles_and_compares() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+    decision = throttler.hit("a", API)
+
+    assert isinstance(decision, Decision)
+    assert pickle.loads(pickle.dumps(decision)) == decision
+    assert copy.deepcopy(decision) == decision
+    assert decision.as_degraded("local").degraded
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "field"),
+    [
+        (lambda t: t.hit(7, API), KeyGenerationError, None),
+        (lambda t: t.hit("", API), KeyGenerationError, None),
+        (lambda t: t.hit("x" * 65_537, API), KeyGenerationError, None),
+        (lambda t: t.hit("a", API, cost=True), ConfigurationError, "cost"),
+        (lambda t: t.hit("a", API, cost=1.0), ConfigurationError, "cost"),
+        (lambda t: t.hit("a", API, cost=-1), ConfigurationError, "cost"),
+        (lambda t: t.hit("a", API, cost=2**52 + 1), ConfigurationError, "cost"),
+        (lambda t: t.hit("a"), ConfigurationError, "throttles"),
+        (lambda t: t.hit("a", "api"), ConfigurationError, "throttles"),
+        (lambda t: t.hit("a", API, API), ConfigurationError, "throttles"),
+        (lambda t: t.hit("a", API, now_ms="soon"), ConfigurationError, "now_ms"),
+    ],
+)
+def test_calls_off_the_plain_path_get_the_checks_of_throttler_hit(
+    call: Any, error: type[Exception], field: str | None
+) -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+    with pytest.raises(error) as caught:
+        call(throttler)
+
+    if field is not None:
+        assert caught.value.field == field  # type: ignore[attr-defined]
+
+
+def test_an_unknown_keyword_is_a_type_error_naming_it() -> None:
+    throttler = Throttler(MemoryStorage())
+    with pytest.raises(TypeError, match="'costs'"):
+        throttler.hit("a", API, costs=1)  # type: ignore[call-arg]
+
+
+def test_calls_off_the_plain_path_are_decided_by_the_python_method() -> None:
+    class Address(str):
+        pass
+
+    clock = ManualClock()
+    throttler = Throttler(MemoryStorage(clock=clock))
+    other = Throttle("other", 1, 1)
+
+    # A str subclass, two throttles, an explicit time, a keyword cost: each
+    # counts in the same windows as the plain calls.
+    assert throttler.hit(Address("a"), API).allowed
+    assert throttler.hit("a", API, other).allowed
+    assert throttler.hit("a", API, cost=1, now_ms=None).allowed
+    refused = throttler.hit("a", API, now_ms=0)
+    assert (refused.allowed, refused.retry_after) == (False, 1.0)
+    assert throttler.hit("a", API, cost=0).allowed  # reads, asks for no room
+
+
+def test_a_throttler_subclass_keeps_its_own_hit() -> None:
+    class Counting(Throttler):
+        calls = 0
+
+        def hit(self, *args: Any, **kwargs: Any) -> Decision:
+            Counting.calls += 1
+            return super().hit(*args, **kwargs)
+
+    throttler = Counting(MemoryStorage())
+    assert throttler.hit("a", API).allowed
+    assert Counting.calls == 1
+
+
+def test_a_memory_storage_subclass_is_served_by_its_own_methods() -> None:
+    class Refusing(MemoryStorage):
+        def hit(self, *args: Any, **kwargs: Any) -> Decision:
+            return Decision(False, (), 5.0)
+
+    throttler = Throttler(Refusing())
+    assert type(throttler.hit).__name__ == "method"
+    assert throttler.hit("a", API).retry_after == 5.0
+
+
+def test_a_throttler_and_its_hot_path_are_collected() -> None:
+    throttler = Throttler(MemoryStorage())
+    throttler.hit("a", API)
+    ref = weakref.ref(throttler)
+    storage_ref = weakref.ref(throttler.storage)
+
+    del throttler
+    gc.collect()
+
+    assert ref() is None
+    assert storage_ref() is None
+
+
+class FlakyClock:
+    """A clock that raises when told to, and may return odd values."""
+
+    def __init__(self) -> None:
+        self.now: object = 0
+        self.fail = False
+
+    def now_us(self) -> object:
+        if self.fail:
+            raise OSError("the clock broke")
+        return self.now
+
+
+def test_an_error_of_the_clock_reaches_the_caller_and_frees_the_lock() -> None:
+    clock = FlakyClock()
+    storage = MemoryStorage(clock=clock)  # type: ignore[arg-type]
+    throttler = Throttler(storage)
+    clock.fail = True
+    with pytest.raises(OSError, match="the clock broke"):
+        throttler.hit("a", API)
+
+    clock.fail = False
+    assert throttler.hit("a", API).allowed  # the lock was released
+    assert storage.stats().pairs == 1
+
+
+def test_an_error_in_a_python_step_frees_the_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    storage = MemoryStorage(clock=ManualClock())
+    throttler = Throttler(storage)
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("no room today")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MemoryStorage, "_record", broken)
+        with pytest.raises(RuntimeError, match="no room today"):
+            throttler.hit("a", API)  # a new pair: recorded by _record
+
+    assert throttler.hit("a", API).allowed
+    assert throttler.hit("a", API).records[0].total_hits == 2
+
+
+@pytest.mark.parametrize("reading", [2**63, -(2**63), 10**30])
+def test_a_clock_reading_beyond_64_bits_is_decided_in_python(reading: int) -> None:
+    clock = FlakyClock()
+    throttler = Throttler(MemoryStorage(clock=clock))  # type: ignore[arg-type]
+    clock.now = reading
+
+    decisions = [throttler.hit("a", Throttle("one", 1, 1)) for _ in range(2)]
+
+    assert [d.allowed for d in decisions] == [True, False]
+    assert decisions[1].retry_after == 1.0
+
+
+def test_explicit_times_on_the_storage_take_the_hot_path() -> None:
+    storage = MemoryStorage(clock=ManualClock())
+    throttle = Throttle("one", 1, 1)
+    got = [storage.hit("a", (throttle,), 1, us).allowed for us in (0, 999_999)]
+    got.append(storage.hit("a", (throttle,), 1, 1_000_000).allowed)
+
+    assert got == [True, False, True]
+
+
+def test_hit_one_refuses_what_is_not_a_memory_storage() -> None:
+    assert memory._hot_path is not None
+    with pytest.raises(TypeError, match="MemoryStorage"):
+        memory._hot_path.hit_one(object(), "a", API, 1)
+
+
+def test_a_bad_binding_is_refused_and_the_one_in_force_stays() -> None:
+    assert memory._hot_path is not None
+
+    class Loose:  # no __slots__: nothing at fixed offsets
+        pass
+
+    with pytest.raises(TypeError, match="_lock"):
+        memory._hot_path.bind(
+            Loose, memory._Pair, Throttle, type(Decision(True, (), 0.0)), 0, 0, 1, 1
+        )
+
+    with pytest.raises(TypeError, match="must be a class"):
+        memory._hot_path.bind(1, 2, 3, 4, 5, 6, 7, 8)
+
+    assert Throttler(MemoryStorage()).hit("a", API).allowed
+
+
+def test_retry_after_is_the_exact_wait_in_seconds() -> None:
+    clock = ManualClock()
+    throttler = Throttler(MemoryStorage(clock=clock))
+    throttle = Throttle("t", 1, "7ms")
+    throttler.hit("a", throttle)
+    clock.set_us(1)
+
+    refused = throttler.hit("a", throttle)
+    assert refused.retry_after == 6_999 / 1_000_000
+    assert not math.isinf(refused.retry_after)
