@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import sliding_window_throttler
 
 # Changing this list changes the public API: update it on purpose only.
@@ -77,3 +80,24 @@ def test_every_public_class_and_function_of_the_package_root_is_exported() -> No
     }
 
     assert defined_here <= set(PUBLIC)
+
+
+def test_import_star_works_without_redis_py() -> None:
+    # redis-py is an optional extra: without it, `import *` takes every name
+    # but the Redis storages, and importing one by name says what to install.
+    script = """
+import sys
+sys.modules["redis"] = None  # as if the redis extra were not installed
+from sliding_window_throttler import *
+assert "RedisStorage" not in dir() and Throttler and MemoryStorage
+try:
+    from sliding_window_throttler import RedisStorage
+except ConfigurationError as exc:
+    print(exc.field, "|", exc)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+
+    assert done.stdout.startswith("redis | ")
+    assert "pip install 'sliding-window-throttler[redis]'" in done.stdout

@@ -7,6 +7,7 @@ per named throttle, in memory or in Redis.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,14 @@ if TYPE_CHECKING:
     from .storage.redis_async import AsyncRedisStorage
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def _has_redis_py() -> bool:
+    try:
+        return importlib.util.find_spec("redis") is not None
+    except (ImportError, ValueError):  # a broken or blocked redis module
+        return False
+
 
 __version__ = "0.1.0"
 
@@ -106,9 +115,16 @@ __all__ = [
 ]
 
 
+_REDIS_NAMES = ("AsyncRedisStorage", "RedisStorage")
+if not _has_redis_py():
+    # `import *` takes every name of __all__: without the redis extra, all but
+    # the Redis storages (importing one by name says what to install).
+    __all__ = [name for name in __all__ if name not in _REDIS_NAMES]
+
+
 def __getattr__(name: str) -> Any:
     # The Redis storages need redis-py, an optional extra: imported on demand.
-    if name in ("RedisStorage", "AsyncRedisStorage"):
+    if name in _REDIS_NAMES:
         from . import storage
 
         return getattr(storage, name)
