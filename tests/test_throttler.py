@@ -513,6 +513,25 @@ def test_a_memory_throttler_is_healthy_and_has_no_breaker() -> None:
         )
 
 
+def test_enforce_says_when_the_client_serves_a_block() -> None:
+    clock = ManualClock()
+    throttler = Throttler(MemoryStorage(clock=clock))
+    strict = Throttle("strict", 1, 10, block_duration=60)
+    throttler.enforce("a", strict)
+    with pytest.raises(RateLimitExceededError):
+        throttler.enforce("a", strict)  # overflows: blocked for 60 s
+
+    clock.advance(30)
+    with pytest.raises(RateLimitExceededError) as info:
+        throttler.enforce("a", strict)
+
+    assert info.value.message == (
+        "rate limit exceeded: the client is blocked by throttle 'strict' for "
+        "overflowing its 1 hit per window; retry in 30.000s"
+    )
+    assert info.value.context["outcome"] == "blocked"
+
+
 def test_enforce_says_hit_for_a_limit_of_one() -> None:
     throttler = Throttler(MemoryStorage(clock=ManualClock()))
     once = Throttle("once", 1, 10)

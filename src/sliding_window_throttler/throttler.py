@@ -208,7 +208,12 @@ def refused_error(decision: Decision) -> RateLimitExceededError:
         f"throttle {record.name!r} allows {record.limit:,} {hits} per window "
         f"({record.total_hits:,} with this one)"
     )
-    if record.outcome is Outcome.CAPACITY:
+    if record.outcome is Outcome.BLOCKED:
+        why = (
+            f"the client is blocked by throttle {record.name!r} for overflowing "
+            f"its {record.limit:,} {hits} per window"
+        )
+    elif record.outcome is Outcome.CAPACITY:
         why = (
             f"the storage tracks as many clients as it may (max_pairs) and "
             f"refuses new ones, throttle {record.name!r} included"
