@@ -34,7 +34,7 @@ from ..core.rate import Throttle
 from ..errors import ConfigurationError, StorageError, ThrottlerError, shown
 from ..storage.memory import MemoryStats, MemoryStorage
 from .manager import Operation, RecoveryContext, RecoveryResult
-from .policy import FailureMode, mark_degraded
+from .policy import FailureMode
 
 _CACHE_SIZE = 1024
 
@@ -137,7 +137,7 @@ class LocalFallback:
             # A throttle raised to the cost reports its share all the same.
             return decision.as_degraded(self.name, shares)
 
-        return mark_degraded(decision, self.name)
+        return decision.as_degraded(self.name)
 
     def local_throttles(self, throttles: Sequence[Throttle]) -> tuple[Throttle, ...]:
         """The throttles with their limits divided by ``app_servers``."""
