@@ -1097,6 +1097,35 @@ def test_a_capacity_refusal_still_reports_the_hits_a_known_pair_counts() -> None
     assert (first.total_hits, first.remaining, first.time_to_expire) == (2, 4, 8)
 
 
+@pytest.mark.parametrize("overflow", ["reject-new", "evict-lru"])
+def test_a_hit_needing_more_pairs_than_max_pairs_is_refused_for_good(
+    overflow: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Three throttles need three pairs, and the storage may hold two: no
+    # amount of waiting or evicting makes room, so the refusal says never.
+    clock = ManualClock()
+    storage = MemoryStorage(clock=clock, max_pairs=2, overflow=overflow)
+    throttler = Throttler(storage)
+    throttler.hit("other", Throttle("x", 1, 1))
+    a, b, c = (Throttle(name, 5, 10) for name in "abc")
+
+    with caplog.at_level(logging.WARNING):
+        refused = throttler.hit("u", a, b, c)
+        again = throttler.peek("u", a, b, c)
+
+    assert (refused.allowed, refused.retry_after) == (False, math.inf)
+    assert not refused.can_succeed
+    assert [r.outcome for r in refused.records] == [Outcome.CAPACITY] * 3
+    assert [r.time_to_block_expire for r in refused.records] == [-1] * 3
+    assert again.retry_after == math.inf
+    stats = storage.stats()
+    assert (stats.pairs, stats.refused_new, stats.evicted) == (1, 1, 0)
+    assert storage.health().healthy  # not full: the hit is impossible
+    assert caplog.records == []
+    clock.advance(1)
+    assert throttler.hit("u", a, b).allowed  # two fit once "other" is gone
+
+
 def test_a_clients_own_expired_pairs_make_room_for_its_new_one() -> None:
     clock = ManualClock()
     storage = MemoryStorage(clock=clock, max_pairs=2)

@@ -546,7 +546,8 @@ class MemoryStorage:
             and None in pairs
             and not self._make_room(identifier, pairs, now, commit)
         ):
-            return self._refuse_capacity(throttles, verdicts, cost, now)
+            never = pairs.count(None) > self._max_pairs
+            return self._refuse_capacity(throttles, verdicts, cost, now, never)
 
         raw = []
         for throttle, pair, verdict in zip(throttles, pairs, verdicts, strict=True):
@@ -745,6 +746,14 @@ class MemoryStorage:
         if not needed or self._pairs + needed <= self._max_pairs:
             return True
 
+        if needed > self._max_pairs:
+            # More new pairs than the storage may ever hold: refused for good,
+            # whatever is tracked (so nothing is evicted, and it is not full).
+            if commit:
+                self._refused_new += 1
+
+            return False
+
         self._evictable_at = _NEVER_EXPIRES
 
         # Pairs that ended by `now` were reclaimed before this decision. A
@@ -873,8 +882,14 @@ class MemoryStorage:
         verdicts: list[tuple[Outcome, int, int, int]],
         cost: int,
         now: int,
+        never: bool = False,
     ) -> Decision:
-        wait = max(self._room_expected_at(now) - now, 1)
+        """
+        The refusal of a hit that needs new pairs the storage has no room
+        for: until room may appear, or for good (``never``) when it needs
+        more than ``max_pairs``.
+        """
+        wait = NEVER if never else max(self._room_expected_at(now) - now, 1)
         return Decision.from_raw(
             [
                 (
