@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -10,9 +9,6 @@ import pytest
 from sliding_window_throttler.storage import memory
 
 pytest_plugins = ["redis_fixtures"]
-
-NO_EXTENSIONS = bool(os.environ.get("SWT_NO_EXTENSIONS"))
-"""The suite was asked to test the Python path alone."""
 
 
 @pytest.fixture(scope="module", params=["c", "python"])
@@ -24,7 +20,7 @@ def hot_path(request: pytest.FixtureRequest) -> Iterator[str]:
     asked for the Python path alone.
     """
     if request.param == "c":
-        if NO_EXTENSIONS:
+        if memory._DISABLED:
             pytest.skip("SWT_NO_EXTENSIONS is set: the Python path alone")
 
         if memory._hot_path is None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 import gc
 import math
-import os
 import pickle
+import subprocess
+import sys
 import weakref
 from typing import Any
 
@@ -32,8 +33,7 @@ from sliding_window_throttler import (
 from sliding_window_throttler.storage import memory
 
 pytestmark = pytest.mark.skipif(
-    bool(os.environ.get("SWT_NO_EXTENSIONS")),
-    reason="SWT_NO_EXTENSIONS is set: the Python path alone",
+    memory._DISABLED, reason="SWT_NO_EXTENSIONS is set: the Python path alone"
 )
 
 API = Throttle("api", 3, 1)
@@ -48,6 +48,45 @@ def test_the_extension_is_built_and_serves_a_bare_memory_throttler() -> None:
 
     assert type(throttler.hit).__name__ == "Hitter"
     assert throttler.hit.storage is throttler.storage  # type: ignore[attr-defined]
+    assert throttler.storage.hot_path == "c"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("value", "hot_path"),
+    [("1", "python"), ("yes", "python"), ("0", "c"), ("false", "c"), ("", "c")],
+)
+def test_swt_no_extensions_chooses_the_path(value: str, hot_path: str) -> None:
+    shown = subprocess.run(
+        [sys.executable, "-c", _SHOW_HOT_PATH],
+        env={"SWT_NO_EXTENSIONS": value},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert shown.stdout.split() == [hot_path, str(hot_path == "c")]
+
+
+def test_a_bad_swt_no_extensions_is_a_configuration_error_naming_it() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-c", _SHOW_HOT_PATH],
+        env={"SWT_NO_EXTENSIONS": "maybe"},
+        capture_output=True,
+        text=True,
+    )
+
+    assert shown.returncode == 1
+    assert shown.stderr.splitlines()[-1] == (
+        "sliding_window_throttler.errors.ConfigurationError: SWT_NO_EXTENSIONS "
+        "must be 1, true, yes, on or 0, false, no, off; got 'maybe'"
+    )
+
+
+_SHOW_HOT_PATH = """
+from sliding_window_throttler import MemoryStorage, Throttler
+throttler = Throttler(MemoryStorage())
+print(throttler.storage.hot_path, type(throttler.hit).__name__ == "Hitter")
+"""
 
 
 def test_exact_decisions_on_the_hot_path() -> None:

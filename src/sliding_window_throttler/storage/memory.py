@@ -51,12 +51,30 @@ from .base import StorageHealth
 
 logger = logging.getLogger(__name__)
 
+
+def _switch(name: str) -> bool:
+    """A yes/no variable of the environment; unset or empty is no."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+
+    if value in ("1", "true", "yes", "on"):
+        return True
+
+    raise ConfigurationError(
+        name, f"{name} must be 1, true, yes, on or 0, false, no, off; got {value!r}"
+    )
+
+
+_DISABLED = _switch("SWT_NO_EXTENSIONS")
+"""The environment asked for the Python path."""
+
 try:
     from . import _hot_path
 except ImportError:  # built without a C compiler, or not CPython
     _hot_path = None  # type: ignore[assignment]
 
-if os.environ.get("SWT_NO_EXTENSIONS"):
+if _DISABLED:
     _hot_path = None  # type: ignore[assignment]
 
 _NO_TIMES: list[int] = []
@@ -276,6 +294,15 @@ class MemoryStorage:
         # evictable (for the retry_after of the refusal that follows it).
         self._evictable_at = _NEVER_EXPIRES
         self._clients_high = 0
+
+    @property
+    def hot_path(self) -> str:
+        """
+        ``"c"`` when hits on one throttle are decided by the C extension
+        (``storage/_hot_path.c``), ``"python"`` when by its Python twin (not
+        built, or ``SWT_NO_EXTENSIONS=1``): the decisions are the same.
+        """
+        return "python" if _hot_path is None else "c"
 
     def hit(
         self,
