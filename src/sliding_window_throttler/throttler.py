@@ -33,7 +33,7 @@ from .recovery import (
 )
 from .recovery._resilience import check_options
 from .storage.base import AsyncStorage, Storage, StorageHealth
-from .storage.memory import AsyncMemoryStorage, MemoryStorage, hot_hitter
+from .storage.memory import AsyncMemoryStorage, MemoryStorage, plain_hitter
 
 MAX_NOW_MS = 2**52 // 1000
 """Explicit times stay exact in the doubles of the Redis function."""
@@ -361,22 +361,28 @@ class Throttler:
         if needs_wrapping(storage, options, resilient):
             storage = ResilientStorage.from_settings(storage, **options)
 
-        self.storage: Storage = storage
+        self._storage: Storage = storage
         self._core = _ThrottlerCore()
         self._hit_one = None
-        # MemoryStorage's shortcuts for a hit on one throttle (not a
+        # MemoryStorage's shortcut for a hit on one throttle (not a
         # subclass's: it may override hit).
         if isinstance(storage, MemoryStorage) and type(storage) is MemoryStorage:
             self._hit_one = storage.hit_one
-            if type(self).hit is Throttler.hit:
-                self._use_hot_path(storage)
 
-    def _use_hot_path(self, storage: MemoryStorage) -> None:
-        # The C hot path answers plain calls of hit() without a Python frame
-        # (a third of a memory decision), and hands any other to the method
-        # below. An instance attribute, so the class keeps the method and its
-        # documentation.
-        hitter = hot_hitter(storage, MethodType(Throttler.hit, self))
+        if type(self).hit is Throttler.hit:
+            self._use_plain_hitter(storage)
+
+    @property
+    def storage(self) -> Storage:
+        """The storage, as wrapped (read-only: hit() keeps the one it began with)."""
+        return self._storage
+
+    def _use_plain_hitter(self, storage: Storage) -> None:
+        # The extension answers plain calls of hit() without a Python frame:
+        # a third of a memory decision, and a tenth of one made while a
+        # breaker is open. Any other call goes to the method below. An
+        # instance attribute, so the class keeps the method and its docs.
+        hitter = plain_hitter(storage, MethodType(Throttler.hit, self))
         if hitter is not None:
             vars(self)["hit"] = hitter
 
@@ -416,9 +422,9 @@ class Throttler:
             if self._hit_one is not None:
                 return self._hit_one(identifier, throttles[0], cost)
 
-            return self.storage.hit(identifier, throttles, cost, None)
+            return self._storage.hit(identifier, throttles, cost, None)
 
-        return self.storage.hit(
+        return self._storage.hit(
             *self._core.prepare(identifier, throttles, cost, now_ms)
         )
 
@@ -430,7 +436,7 @@ class Throttler:
         now_ms: float | None = None,
     ) -> Decision:
         """Return what ``hit`` would decide now, recording nothing."""
-        return self.storage.peek(
+        return self._storage.peek(
             *self._core.prepare(identifier, throttles, cost, now_ms)
         )
 
@@ -461,18 +467,18 @@ class Throttler:
     def reset(self, identifier: str, *throttles: Throttle) -> None:
         """Forget the hits and blocks of ``identifier`` (all throttles if none)."""
         check_identifier(identifier)
-        self.storage.reset(identifier, check_throttles(throttles) if throttles else ())
+        self._storage.reset(identifier, check_throttles(throttles) if throttles else ())
 
     def health(self) -> StorageHealth:
         """
         The storage's health (with the breaker's state when it is wrapped);
         a storage without a health check is reported healthy. Never raises.
         """
-        return storage_health(self.storage)
+        return storage_health(self._storage)
 
     def close(self) -> None:
         """Close the storage."""
-        self.storage.close()
+        self._storage.close()
 
 
 class AsyncThrottler:

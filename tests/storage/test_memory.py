@@ -594,6 +594,125 @@ def test_bad_storage_options_raise_configuration_error(
     assert shown in str(caught.value)
 
 
+def test_a_wrapped_ring_counts_the_hit_at_the_window_edge_as_left() -> None:
+    # limit 3 per 10 ms: the ring wraps at 10,000 us and 10,001 us, so at
+    # 20,000 us its slot 0 holds 10,000, exactly now - ttl: that hit has
+    # left the window, and only 10,001 is still in it.
+    storage = MemoryStorage(clock=ManualClock())
+    three = Throttle("t", 3, "10ms")
+    for us in (0, 1, 2, 10_000, 10_001):
+        assert storage.hit("a", (three,), 1, us).allowed
+
+    record = storage.hit("a", (three,), 1, 20_000).records[0]
+
+    assert (record.total_hits, record.remaining) == (2, 1)
+    assert record.time_to_expire == 1  # 10,001 leaves at 20,001: 1 us, rounded up
+
+
+def test_the_ring_wraps_its_head_back_to_the_oldest_slot() -> None:
+    storage = MemoryStorage(clock=ManualClock())
+    three = Throttle("t", 3, "1ms")
+    for us in (0, 1, 2):
+        storage.hit("a", (three,), 1, us)
+
+    heads = []
+    for us in (1000, 1001, 1002, 2001):
+        assert storage.hit("a", (three,), 1, us).allowed
+        heads.append(storage._clients["a"]["t"].head)
+
+    assert heads == [1, 2, 0, 1]
+    assert list(storage._clients["a"]["t"]) == [2001, 1001, 1002]
+
+
+API = Throttle("api", 1, 60)
+LOGIN = Throttle("login", 1, 60)
+
+
+class OddClock:
+    """A clock whose first reading (checked at construction) is 0."""
+
+    def __init__(self, reading: object) -> None:
+        self.readings = iter([0])
+        self.reading = reading
+
+    def now_us(self) -> object:
+        return next(self.readings, self.reading)
+
+
+@pytest.mark.parametrize(
+    ("reading", "shown"),
+    [
+        (5.5, "got 5.5"),
+        (True, "got True"),
+        ("5", "got '5'"),
+        (None, "got None"),
+        (2**62 + 1, "within +-2**62 microseconds"),
+        (-(2**62) - 1, "within +-2**62 microseconds"),
+        (2**64, "within +-2**62 microseconds"),
+    ],
+)
+def test_a_clock_reading_that_is_no_time_is_an_error_naming_the_clock(
+    reading: object, shown: str
+) -> None:
+    # Every time a storage keeps is whole microseconds within 2**62 of 0:
+    # a clock that gives anything else is refused, on every call.
+    clock = OddClock(reading)
+    storage = MemoryStorage(clock=clock)  # type: ignore[arg-type]
+    throttler = Throttler(storage)
+    calls = [
+        lambda: throttler.hit("a", API),
+        lambda: throttler.hit("a", API, LOGIN),
+        lambda: throttler.peek("a", API),
+        lambda: storage.hit("a", (API,), 1),
+    ]
+    for call in calls:
+        with pytest.raises(ConfigurationError) as caught:
+            call()
+
+        assert caught.value.field == "clock"
+        assert "clock.now_us() must be" in str(caught.value)
+        assert shown in str(caught.value)
+
+    clock.reading = 1_000_000
+    assert throttler.hit("a", API).allowed  # nothing was recorded, no lock held
+    assert storage.stats().pairs == 1
+
+
+@pytest.mark.parametrize("now_us", [5.5, True, 2**62 + 1, -(2**63)])
+def test_an_explicit_time_that_is_no_time_is_an_error_naming_now_us(
+    now_us: object,
+) -> None:
+    storage = MemoryStorage(clock=ManualClock())
+    for throttles in ((API,), (API, LOGIN)):
+        with pytest.raises(ConfigurationError) as caught:
+            storage.hit("a", throttles, 1, now_us)  # type: ignore[arg-type]
+
+        assert caught.value.field == "now_us"
+
+    with pytest.raises(ConfigurationError):
+        storage.peek("a", (API,), 1, now_us)  # type: ignore[arg-type]
+
+    assert storage.stats().pairs == 0
+
+
+def test_times_at_the_edges_of_the_range_are_decided_exactly() -> None:
+    # 2**62 microseconds either way: the window arithmetic stays in 64 bits.
+    storage = MemoryStorage(clock=ManualClock())
+    three = Throttle("t", 3, 1)
+    low = -(2**62)
+    got = [storage.hit("a", (three,), 1, low + i).records[0] for i in range(4)]
+
+    assert [r.total_hits for r in got] == [1, 2, 3, 4]
+    assert got[3].retry_after == 0.999_997
+
+    high = 2**62
+    storage = MemoryStorage(clock=ManualClock())
+    assert storage.hit("b", (three,), 1, high - 1_000_000).allowed  # leaves at high
+    last = [storage.hit("b", (three,), 1, high).records[0] for _ in range(4)]
+    assert [r.total_hits for r in last] == [1, 2, 3, 4]
+    assert (last[3].outcome, last[3].retry_after) == (FULL, 1.0)
+
+
 def _on_32_threads(hits: Callable[[int], int]) -> int:
     """Start ``hits(index)`` on 32 threads at once; the sum of their answers."""
     start = threading.Barrier(32)

@@ -1,25 +1,30 @@
 /*
- * The hot path of MemoryStorage in C: the commonest hit, decided without a
+ * The hot path of MemoryStorage in C: the commonest hits, decided without a
  * Python frame.
  *
- * It is `MemoryStorage._hit_one_at` (memory.py) for the two cases that make
- * up nearly all traffic on one throttle: a known, unblocked pair whose
- * window is full (refused), and one with room (admitted and recorded). Every
- * other case calls back into the Python methods (`_reclaim_due`,
- * `_decide_one`, `_hit_one_at`) under the same lock, so the algorithm has
- * one full copy, in Python, and this file repeats only its fast case. The
- * property tests run both against the reference model.
+ * It repeats `MemoryStorage._hit_one_at` (memory.py) for the cases that make
+ * up nearly all traffic on one throttle: a known, unblocked pair whose window
+ * is full (refused) or has room (admitted and recorded), and the first hit of
+ * a pair while there is room. Every other case calls the Python methods
+ * (`_reclaim_due`, `_decide_one`, `_record`, `_hit_one_at`, `_hit_one_py`)
+ * under the same lock, so the algorithm has one full copy, in Python, and
+ * this file repeats only its fast cases. The tests run both against the
+ * reference model. `Hitter` is Throttler.hit's plain call in C: to this path
+ * over a bare MemoryStorage, else straight to the storage's own hit().
  *
- * State is not copied either: the C code reads and writes the `__slots__`
- * of the Python objects (the storage, its pairs, the throttle, the
- * decision) at the offsets their member descriptors give. `bind()` finds
- * those offsets once, when memory.py is imported, and refuses any class
- * whose layout is not as expected, so memory.py falls back to Python rather
- * than read the wrong field.
+ * State is not copied either: the C code reads and writes the `__slots__` of
+ * the Python objects (the storage, its pairs, the throttle, the decision) at
+ * the offsets their member descriptors give. `bind()` finds those offsets
+ * when memory.py is imported and refuses a class whose layout is not as
+ * expected; objects of any other class than the bound ones (a subclass, or a
+ * class from before a reload) are left to Python.
  *
- * Units: times are integer microseconds, as in memory.py. Python ints that
- * do not fit in 64 bits (the storage's "never" sentinels) compare as their
- * sign's infinity.
+ * Units: times are integer microseconds, as in memory.py. Every time a
+ * storage keeps is within MAX_CLOCK_US (2**62) of 0, which the entry point
+ * checks (memory.checked_time says what is wrong with any other), so the
+ * arithmetic below stays within 64 bits. Python ints beyond 64 bits (the
+ * storage's "never" sentinels, -2**63 and 2**63) read as LLONG_MIN or
+ * LLONG_MAX.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -32,9 +37,12 @@
 
 #define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
 
+/* The longest window or block a throttle may have: 366 days, with room. */
+#define MAX_SPAN_US (1LL << 50)
+
 /*
  * What the module found when imported (the lock's methods, the clock) and
- * what bind() found (the classes, their slot offsets, the shared constants).
+ * what bind() found (the classes, their slot offsets, the shared objects).
  */
 struct hot_state {
     int bound;
@@ -42,13 +50,11 @@ struct hot_state {
     PyTypeObject *pair_type;
     PyTypeObject *throttle_type;
     PyTypeObject *decision_type;
-    PyTypeObject *lock_type;
-    PyObject *lock_acquire; /* method descriptors of the lock's type */
-    PyObject *lock_release;
-    PyObject *monotonic_ns;
     PyObject *admitted;
     PyObject *limit_reached;
+    PyObject *checked_time; /* memory.checked_time */
     long long max_cost;
+    long long max_time_us;
     Py_ssize_t max_identifier_length;
     /* MemoryStorage */
     Py_ssize_t s_lock, s_clock, s_monotonic, s_high_water, s_next_due,
@@ -59,12 +65,18 @@ struct hot_state {
     Py_ssize_t t_name, t_limit, t_ttl_us, t_block_duration_us;
     /* Decision */
     Py_ssize_t d_allowed, d_retry_after, d_raw;
+    /* found at import */
+    PyTypeObject *lock_type;
+    PyObject *lock_acquire; /* method descriptors of the lock's type */
+    PyObject *lock_release;
+    PyObject *monotonic_ns;
 };
 
 static struct hot_state hot;
 
-static PyObject *str_record, *str_reclaim_due, *str_decide_one, *str_hit_one_at, *str_now_us,
-    *str_cost, *str_now_ms, *one;
+static PyObject *str_record, *str_reclaim_due, *str_decide_one, *str_hit_one_at,
+    *str_hit_one_py, *str_hit, *str_now_us, *str_cost, *str_now_ms, *str_clock,
+    *one;
 
 /* ---- reading and writing slots ---------------------------------------- */
 
@@ -122,9 +134,8 @@ slot_put(PyObject *obj, Py_ssize_t offset, PyObject *value)
 }
 
 /*
- * An int as a C long long; beyond 64 bits, LLONG_MIN or LLONG_MAX (the
- * storage's sentinels sit at -2**63 and 2**63). -1 with an error set for
- * anything but an int.
+ * An int as a C long long; beyond 64 bits, LLONG_MIN or LLONG_MAX. -1 with
+ * an error set for anything but an int.
  */
 static inline int
 as_i64(PyObject *value, long long *out)
@@ -207,7 +218,7 @@ count_left(PyObject *times, Py_ssize_t head, long long left)
     return found < 0 ? -1 : size - head + found;
 }
 
-/* The time at ring position oldest + k, for k in [0, size). */
+/* The time at ring position `index` from the start, wrapped once. */
 static inline int
 ring_at(PyObject *times, Py_ssize_t index, long long *out)
 {
@@ -239,7 +250,7 @@ make_decision(PyObject *throttle, PyObject *outcome, long long in_window,
         Py_NewRef(limit),
         Py_NewRef(outcome),
         PyLong_FromLongLong(in_window),
-        PyLong_FromLong(1),
+        Py_NewRef(one),
         PyLong_FromLongLong(wait),
         PyLong_FromLongLong(expires_in),
         Py_NewRef(recorded),
@@ -260,7 +271,10 @@ make_decision(PyObject *throttle, PyObject *outcome, long long in_window,
         return NULL;
     }
 
-    PyObject *retry_after = PyFloat_FromDouble(admitted ? 0.0 : wait / 1e6);
+    /* wait < 2**53: exact as a double, then one correctly rounded division,
+     * as Python's wait / US_PER_S */
+    PyObject *retry_after =
+        PyFloat_FromDouble(admitted ? 0.0 : (double)wait / 1e6);
     PyObject *decision =
         retry_after ? hot.decision_type->tp_alloc(hot.decision_type, 0) : NULL;
     if (decision == NULL) {
@@ -269,7 +283,7 @@ make_decision(PyObject *throttle, PyObject *outcome, long long in_window,
         return NULL;
     }
 
-    slot_put(decision, hot.d_allowed, Py_NewRef(admitted ? Py_True : Py_False));
+    slot_put(decision, hot.d_allowed, Py_NewRef(recorded));
     slot_put(decision, hot.d_retry_after, retry_after);
     slot_put(decision, hot.d_raw, raws);
     return decision;
@@ -302,33 +316,67 @@ release(PyObject *lock)
     return done == NULL ? -1 : 0;
 }
 
-/* The storage clock's reading (a new reference), as memory.py takes it. */
+/*
+ * The time of the hit, as memory.py's _now takes it: `now_us` when given,
+ * else the storage's clock; checked by memory.checked_time unless it is an
+ * int within max_time_us. A new reference, with its value in *now; NULL
+ * with an error set.
+ */
 static PyObject *
-read_clock(PyObject *storage)
+time_of_hit(PyObject *storage, PyObject *now_us, long long *now)
 {
-    PyObject *monotonic = slot_get(storage, hot.s_monotonic, "_monotonic");
-    if (monotonic == NULL) {
+    PyObject *reading, *source = str_now_us;
+    if (now_us != NULL) {
+        reading = Py_NewRef(now_us);
+    }
+    else {
+        PyObject *monotonic = slot_get(storage, hot.s_monotonic, "_monotonic");
+        if (monotonic == NULL) {
+            return NULL;
+        }
+
+        if (monotonic == Py_True) {
+            PyObject *ns = PyObject_CallNoArgs(hot.monotonic_ns);
+            long long value;
+            int failed = ns == NULL || as_i64(ns, &value) < 0;
+            Py_XDECREF(ns);
+            if (failed) {
+                return NULL;
+            }
+            /* monotonic_ns() // 1000, floor division as Python's */
+            *now = value / 1000 - (value % 1000 < 0);
+            return PyLong_FromLongLong(*now);
+        }
+
+        PyObject *clock = slot_get(storage, hot.s_clock, "_clock");
+        reading = clock ? PyObject_CallMethodNoArgs(clock, str_now_us) : NULL;
+        source = str_clock;
+        if (reading == NULL) {
+            return NULL;
+        }
+    }
+
+    if (PyLong_CheckExact(reading) && as_i64(reading, now) == 0 &&
+        *now >= -hot.max_time_us && *now <= hot.max_time_us) {
+        return reading;
+    }
+
+    PyErr_Clear();
+    PyObject *args[2] = {reading, source};
+    PyObject *checked = PyObject_Vectorcall(hot.checked_time, args, 2, NULL);
+    Py_DECREF(reading);
+    if (checked == NULL) {
         return NULL;
     }
 
-    if (monotonic == Py_True) {
-        PyObject *ns = PyObject_CallNoArgs(hot.monotonic_ns);
-        if (ns == NULL) {
-            return NULL;
-        }
-        long long value;
-        int failed = as_i64(ns, &value);
-        Py_DECREF(ns);
-        if (failed) {
-            return NULL;
-        }
-        /* monotonic_ns() // 1000: floor division, as Python's */
-        long long us = value / 1000 - (value % 1000 < 0);
-        return PyLong_FromLongLong(us);
+    if (!PyLong_CheckExact(checked) || as_i64(checked, now) < 0 ||
+        *now < -hot.max_time_us || *now > hot.max_time_us) {
+        Py_DECREF(checked);
+        PyErr_SetString(PyExc_SystemError, "checked_time gave an unchecked time");
+        return NULL;
     }
 
-    PyObject *clock = slot_get(storage, hot.s_clock, "_clock");
-    return clock ? PyObject_CallMethodNoArgs(clock, str_now_us) : NULL;
+    return checked;
 }
 
 /* ---- the decision of one hit ------------------------------------------ */
@@ -361,15 +409,31 @@ decide_in_python(PyObject *storage, PyObject *identifier, PyObject *throttle,
     return decision;
 }
 
+/* A throttle read at its slots: its numbers, or 0 when one is out of shape. */
+static int
+read_throttle(PyObject *throttle, long long *limit, long long *ttl,
+              long long *block)
+{
+    if (slot_i64(throttle, hot.t_limit, "limit", limit) < 0 ||
+        slot_i64(throttle, hot.t_ttl_us, "ttl_us", ttl) < 0 ||
+        slot_i64(throttle, hot.t_block_duration_us, "block_duration_us", block) <
+            0) {
+        PyErr_Clear();
+        return 0;
+    }
+
+    return *limit >= 1 && *limit <= PY_SSIZE_T_MAX && *ttl >= 1 &&
+           *ttl <= MAX_SPAN_US && *block >= 0 && *block <= MAX_SPAN_US;
+}
+
 /* The first hit of a pair, with room for it: recorded by storage._record. */
 static PyObject *
 hit_new_pair(PyObject *storage, PyObject *identifier, PyObject *throttle,
-             PyObject *cost_obj, long long now)
+             PyObject *cost_obj, long long now, long long ttl)
 {
-    long long pairs, max_pairs, ttl;
+    long long pairs, max_pairs;
     if (slot_i64(storage, hot.s_pairs, "_pairs", &pairs) < 0 ||
-        slot_i64(storage, hot.s_max_pairs, "_max_pairs", &max_pairs) < 0 ||
-        slot_i64(throttle, hot.t_ttl_us, "ttl_us", &ttl) < 0) {
+        slot_i64(storage, hot.s_max_pairs, "_max_pairs", &max_pairs) < 0) {
         return NULL;
     }
 
@@ -394,96 +458,21 @@ hit_new_pair(PyObject *storage, PyObject *identifier, PyObject *throttle,
     return make_decision(throttle, hot.admitted, 0, 0, ttl, 1);
 }
 
-/*
- * _hit_one_at with the lock held and `now` read; the fast cases here, the
- * rest through the Python methods. Returns a new reference, or NULL.
- */
+/* A known, unblocked pair's hit of cost 1 (the ring `times`). */
 static PyObject *
-hit_one_at(PyObject *storage, PyObject *identifier, PyObject *throttle,
-           PyObject *cost_obj, long long cost, PyObject *now_obj)
+hit_known_pair(PyObject *storage, PyObject *identifier, PyObject *throttle,
+               PyObject *cost_obj, long long now, PyObject *times)
 {
-    long long now, high_water, next_due;
-    if (!PyLong_CheckExact(now_obj) || as_i64(now_obj, &now) < 0 ||
-        now == LLONG_MAX || now == LLONG_MIN) {
-        /* Not a 64-bit int: Python decides (and says what is wrong). */
-        PyErr_Clear();
-        PyObject *args[4] = {identifier, throttle, cost_obj, now_obj};
-        return call_method(storage, str_hit_one_at, args, 4);
-    }
-
-    if (slot_i64(storage, hot.s_high_water, "_high_water", &high_water) < 0) {
-        return NULL;
-    }
-
-    if (now < high_water) {
-        now = high_water;
-    }
-    else {
-        slot_put(storage, hot.s_high_water, Py_NewRef(now_obj));
-    }
-
-    if (slot_i64(storage, hot.s_next_due, "_next_due", &next_due) < 0) {
-        return NULL;
-    }
-
-    if (now >= next_due) {
-        PyObject *at = PyLong_FromLongLong(now);
-        PyObject *done = at ? call_method(storage, str_reclaim_due, &at, 1) : NULL;
-        Py_XDECREF(at);
-        if (done == NULL) {
-            return NULL;
-        }
-        Py_DECREF(done);
-    }
-
-    PyObject *clients = slot_get(storage, hot.s_clients, "_clients");
-    PyObject *lru = clients ? slot_get(storage, hot.s_lru, "_lru") : NULL;
-    PyObject *name = lru ? slot_get(throttle, hot.t_name, "name") : NULL;
-    if (name == NULL) {
-        return NULL;
-    }
-
-    PyObject *client = NULL;
-    if (PyDict_CheckExact(clients)) {
-        client = PyDict_GetItemWithError(clients, identifier);
-        if (client == NULL && PyErr_Occurred()) {
-            return NULL;
-        }
-    }
-
-    if (cost != 1 || !PyDict_CheckExact(clients) ||
-        (client != NULL && (lru != Py_False || !PyDict_CheckExact(client)))) {
-        return decide_in_python(storage, identifier, throttle, cost_obj, now);
-    }
-
-    PyObject *times = client ? PyDict_GetItemWithError(client, name) : NULL;
-    if (times == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        return hit_new_pair(storage, identifier, throttle, cost_obj, now);
-    }
-
-    long long blocked_until, head, limit, ttl, block, pair_ttl;
-    if (!Py_IS_TYPE(times, hot.pair_type) ||
-        slot_i64(times, hot.p_blocked_until, "blocked_until", &blocked_until) <
-            0 ||
-        blocked_until > now) {
-        PyErr_Clear(); /* a pair in odd shape: Python says what is wrong */
-        return decide_in_python(storage, identifier, throttle, cost_obj, now);
-    }
-
+    long long head, pair_ttl, limit, ttl, block;
     if (slot_i64(times, hot.p_head, "head", &head) < 0 ||
-        slot_i64(times, hot.p_ttl_us, "ttl_us", &pair_ttl) < 0 ||
-        slot_i64(throttle, hot.t_limit, "limit", &limit) < 0 ||
-        slot_i64(throttle, hot.t_ttl_us, "ttl_us", &ttl) < 0 ||
-        slot_i64(throttle, hot.t_block_duration_us, "block_duration_us",
-                 &block) < 0) {
+        slot_i64(times, hot.p_ttl_us, "ttl_us", &pair_ttl) < 0) {
         return NULL;
     }
 
     Py_ssize_t size = PyList_GET_SIZE(times);
-    if (head < 0 || (size && head >= size)) {
+    if (!read_throttle(throttle, &limit, &ttl, &block) || head < 0 ||
+        (size && head >= size)) {
+        /* out of shape: Python says what is wrong */
         return decide_in_python(storage, identifier, throttle, cost_obj, now);
     }
 
@@ -495,7 +484,7 @@ hit_one_at(PyObject *storage, PyObject *identifier, PyObject *throttle,
             return NULL;
         }
 
-        long long wait = oldest + ttl - now;
+        long long wait = oldest - now + ttl;
         if (wait > 0) {
             if (block) {
                 return decide_in_python(storage, identifier, throttle, cost_obj,
@@ -525,7 +514,7 @@ hit_one_at(PyObject *storage, PyObject *identifier, PyObject *throttle,
         if (ring_at(times, (Py_ssize_t)(head + size - in_window), &oldest) < 0) {
             return NULL;
         }
-        expires_in = oldest + ttl - now;
+        expires_in = oldest - now + ttl;
     }
 
     PyObject *stamp = PyLong_FromLongLong(now);
@@ -554,9 +543,87 @@ hit_one_at(PyObject *storage, PyObject *identifier, PyObject *throttle,
 }
 
 /*
- * hit_one: the lock, the clock (unless the time is given), then hit_one_at,
- * or storage._hit_one_at for arguments off the plain path (a cost of -1).
- * The lock is released on every path.
+ * _hit_one_at, with the lock held and the time checked (`now_obj`, `now`):
+ * the fast cases here, the rest through the Python methods. A new
+ * reference, or NULL.
+ */
+static PyObject *
+hit_one_at(PyObject *storage, PyObject *identifier, PyObject *throttle,
+           PyObject *cost_obj, long long cost, PyObject *now_obj, long long now)
+{
+    long long high_water, next_due;
+    if (slot_i64(storage, hot.s_high_water, "_high_water", &high_water) < 0 ||
+        slot_i64(storage, hot.s_next_due, "_next_due", &next_due) < 0) {
+        return NULL;
+    }
+
+    if (now < high_water) {
+        now = high_water;
+    }
+    else {
+        slot_put(storage, hot.s_high_water, Py_NewRef(now_obj));
+    }
+
+    if (now >= next_due) {
+        PyObject *at = PyLong_FromLongLong(now);
+        PyObject *done = at ? call_method(storage, str_reclaim_due, &at, 1) : NULL;
+        Py_XDECREF(at);
+        if (done == NULL) {
+            return NULL;
+        }
+        Py_DECREF(done);
+    }
+
+    PyObject *clients = slot_get(storage, hot.s_clients, "_clients");
+    PyObject *lru = clients ? slot_get(storage, hot.s_lru, "_lru") : NULL;
+    PyObject *name = lru ? slot_get(throttle, hot.t_name, "name") : NULL;
+    if (name == NULL) {
+        return NULL;
+    }
+
+    /* evict-lru renews the client (in Python); its clients are no plain dict */
+    if (cost != 1 || !PyDict_CheckExact(clients) || lru != Py_False) {
+        return decide_in_python(storage, identifier, throttle, cost_obj, now);
+    }
+
+    PyObject *client = PyDict_GetItemWithError(clients, identifier);
+    if (client != NULL && !PyDict_CheckExact(client)) {
+        return decide_in_python(storage, identifier, throttle, cost_obj, now);
+    }
+
+    PyObject *times = client ? PyDict_GetItemWithError(client, name) : NULL;
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+
+    if (times == NULL) {
+        long long limit, ttl, block;
+        if (!read_throttle(throttle, &limit, &ttl, &block)) {
+            return decide_in_python(storage, identifier, throttle, cost_obj, now);
+        }
+        return hit_new_pair(storage, identifier, throttle, cost_obj, now, ttl);
+    }
+
+    long long blocked_until;
+    if (!Py_IS_TYPE(times, hot.pair_type) ||
+        slot_i64(times, hot.p_blocked_until, "blocked_until", &blocked_until) <
+            0 ||
+        blocked_until > now) {
+        PyErr_Clear(); /* blocked, or a pair out of shape: Python decides */
+        return decide_in_python(storage, identifier, throttle, cost_obj, now);
+    }
+
+    Py_INCREF(times); /* held across the slot and list calls below */
+    PyObject *decision =
+        hit_known_pair(storage, identifier, throttle, cost_obj, now, times);
+    Py_DECREF(times);
+    return decision;
+}
+
+/*
+ * hit_one: the lock, the time, then hit_one_at, or storage._hit_one_at for
+ * arguments off the plain path (a cost of -1). The lock is released on
+ * every path.
  */
 static PyObject *
 hit_one_locked(PyObject *storage, PyObject *identifier, PyObject *throttle,
@@ -573,16 +640,18 @@ hit_one_locked(PyObject *storage, PyObject *identifier, PyObject *throttle,
         return NULL;
     }
 
+    long long now;
     PyObject *decision = NULL;
-    PyObject *now = now_us != NULL ? Py_NewRef(now_us) : read_clock(storage);
-    if (now != NULL && cost < 0) {
-        PyObject *args[4] = {identifier, throttle, cost_obj, now};
+    PyObject *now_obj = time_of_hit(storage, now_us, &now);
+    if (now_obj != NULL && cost < 0) {
+        PyObject *args[4] = {identifier, throttle, cost_obj, now_obj};
         decision = call_method(storage, str_hit_one_at, args, 4);
     }
-    else if (now != NULL) {
-        decision = hit_one_at(storage, identifier, throttle, cost_obj, cost, now);
+    else if (now_obj != NULL) {
+        decision =
+            hit_one_at(storage, identifier, throttle, cost_obj, cost, now_obj, now);
     }
-    Py_XDECREF(now);
+    Py_XDECREF(now_obj);
 
     /* Keep the decision's error (if any) across the release. */
 #if PY_VERSION_HEX >= 0x030C0000
@@ -627,8 +696,8 @@ static int
 is_plain(PyObject *identifier, PyObject *throttle, PyObject *cost_obj,
          long long *cost)
 {
-    if (!PyUnicode_CheckExact(identifier) || !Py_IS_TYPE(throttle, hot.throttle_type) ||
-        !PyLong_CheckExact(cost_obj)) {
+    if (!PyUnicode_CheckExact(identifier) ||
+        !Py_IS_TYPE(throttle, hot.throttle_type) || !PyLong_CheckExact(cost_obj)) {
         return 0;
     }
 
@@ -647,7 +716,8 @@ PyDoc_STRVAR(hit_one_doc,
 "MemoryStorage.hit_one in C: one hit on one throttle, on the storage's clock\n"
 "unless now_us is given. Arguments off the plain path (not a str of 1 to\n"
 "65,536 characters, an exact Throttle and an int cost from 0 to 2**52) go to\n"
-"storage._hit_one_at, under the same lock.");
+"storage._hit_one_at under the same lock; a storage of another class than\n"
+"the bound MemoryStorage goes to storage._hit_one_py.");
 
 static PyObject *
 hot_hit_one(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -657,15 +727,16 @@ hot_hit_one(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
 
     if (nargs != 4 && nargs != 5) {
-        PyErr_Format(PyExc_TypeError, "hit_one() takes 4 or 5 arguments (%zd given)",
-                     nargs);
+        PyErr_Format(PyExc_TypeError,
+                     "hit_one() takes 4 or 5 arguments (%zd given)", nargs);
         return NULL;
     }
 
-    if (!PyObject_TypeCheck(args[0], hot.storage_type)) {
-        PyErr_Format(PyExc_TypeError, "hit_one() needs a %s, got %.100s",
-                     hot.storage_type->tp_name, Py_TYPE(args[0])->tp_name);
-        return NULL;
+    PyObject *now_us = nargs == 5 && args[4] != Py_None ? args[4] : NULL;
+    if (!Py_IS_TYPE(args[0], hot.storage_type)) {
+        /* a subclass's slots may lie elsewhere: Python decides */
+        PyObject *rest[4] = {args[1], args[2], args[3], now_us ? now_us : Py_None};
+        return call_method(args[0], str_hit_one_py, rest, 4);
     }
 
     long long cost;
@@ -673,16 +744,16 @@ hot_hit_one(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         cost = -1;
     }
 
-    PyObject *now_us = nargs == 5 && args[4] != Py_None ? args[4] : NULL;
     return hit_one_locked(args[0], args[1], args[2], args[3], cost, now_us);
 }
 
-/* ---- Throttler.hit for a bare MemoryStorage ---------------------------- */
+/* ---- Throttler.hit ------------------------------------------------------ */
 
 typedef struct {
     PyObject_HEAD
     PyObject *storage;
     PyObject *fallback; /* the Python Throttler.hit, bound */
+    int hot;            /* a bare MemoryStorage: decided here */
     vectorcallfunc vectorcall;
 } Hitter;
 
@@ -692,8 +763,10 @@ hitter_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
 {
     Hitter *self = (Hitter *)callable;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *cost_obj = NULL;
-    int plain = nargs == 2;
+    PyObject *cost_obj = one;
+    /* A storage of a class from before a reload of memory.py: in Python. */
+    int plain = nargs == 2 &&
+                (!self->hot || Py_IS_TYPE(self->storage, hot.storage_type));
     if (plain && kwnames != NULL) {
         Py_ssize_t count = PyTuple_GET_SIZE(kwnames);
         for (Py_ssize_t i = 0; i < count && plain; i++) {
@@ -712,25 +785,27 @@ hitter_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
         }
     }
 
-    long long cost = 1;
-    if (plain) {
-        if (cost_obj == NULL) {
-            cost_obj = one;
-            plain = is_plain(args[0], args[1], cost_obj, &cost);
-        }
-        else {
-            plain = is_plain(args[0], args[1], cost_obj, &cost);
-        }
-    }
-
-    /* A storage of another MemoryStorage class (memory.py reloaded) has
-     * slots of its own: Python decides for it. */
-    plain = plain && PyObject_TypeCheck(self->storage, hot.storage_type);
-    if (!plain) { /* the checks of Throttler.hit say what is wrong */
+    long long cost;
+    if (!plain || !is_plain(args[0], args[1], cost_obj, &cost)) {
+        /* the checks of Throttler.hit say what is wrong */
         return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
     }
 
-    return hit_one_locked(self->storage, args[0], args[1], cost_obj, cost, NULL);
+    if (self->hot) {
+        return hit_one_locked(self->storage, args[0], args[1], cost_obj, cost,
+                              NULL);
+    }
+
+    /* storage.hit(identifier, (throttle,), cost, None) */
+    PyObject *throttles = PyTuple_Pack(1, args[1]);
+    if (throttles == NULL) {
+        return NULL;
+    }
+
+    PyObject *rest[4] = {args[0], throttles, cost_obj, Py_None};
+    PyObject *decision = call_method(self->storage, str_hit, rest, 4);
+    Py_DECREF(throttles);
+    return decision;
 }
 
 static PyObject *
@@ -738,8 +813,7 @@ hitter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     PyObject *storage, *fallback;
     if (check_bound() < 0 ||
-        !PyArg_ParseTuple(args, "O!O:Hitter", hot.storage_type, &storage,
-                          &fallback)) {
+        !PyArg_ParseTuple(args, "OO:Hitter", &storage, &fallback)) {
         return NULL;
     }
 
@@ -755,6 +829,7 @@ hitter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 
     self->storage = Py_NewRef(storage);
     self->fallback = Py_NewRef(fallback);
+    self->hot = Py_IS_TYPE(storage, hot.storage_type);
     self->vectorcall = hitter_vectorcall;
     return (PyObject *)self;
 }
@@ -792,8 +867,10 @@ hitter_repr(Hitter *self)
 
 PyDoc_STRVAR(hitter_doc,
 "Hitter(storage, fallback)\n--\n\n"
-"Throttler.hit over a bare MemoryStorage: the plain call (a str, one Throttle,\n"
-"an int cost, the storage's clock) in C; any other goes to `fallback`.");
+"Throttler.hit: the plain call (a str, one Throttle, an int cost, the\n"
+"storage's clock) decided here over a bare MemoryStorage, or passed on as\n"
+"storage.hit(identifier, (throttle,), cost, None) over any other storage;\n"
+"any other call goes to `fallback`.");
 
 static PyMemberDef hitter_members[] = {
     {"storage", T_OBJECT, offsetof(Hitter, storage), READONLY, NULL},
@@ -832,30 +909,40 @@ bind_offsets(PyTypeObject *type, const char *const *names, Py_ssize_t *const *ou
     return 0;
 }
 
+#define BOUND_OBJECTS 7 /* the classes, the outcomes and checked_time */
+
 PyDoc_STRVAR(bind_doc,
 "bind(storage_type, pair_type, throttle_type, decision_type, admitted,\n"
-"     limit_reached, max_cost, max_identifier_length, /)\n--\n\n"
+"     limit_reached, checked_time, max_cost, max_time_us,\n"
+"     max_identifier_length, /)\n--\n\n"
 "Find the slots of memory.py's classes. TypeError if a layout is not as\n"
 "expected; the binding in force, if any, then stays as it was.");
 
 static PyObject *
 hot_bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 8) {
-        PyErr_Format(PyExc_TypeError, "bind() takes 8 arguments (%zd given)", nargs);
+    if (nargs != 10) {
+        PyErr_Format(PyExc_TypeError, "bind() takes 10 arguments (%zd given)",
+                     nargs);
         return NULL;
     }
 
     for (int i = 0; i < 4; i++) {
         if (!PyType_Check(args[i])) {
-            PyErr_Format(PyExc_TypeError, "bind(): argument %d must be a class, "
-                         "got %.100s", i + 1, Py_TYPE(args[i])->tp_name);
+            PyErr_Format(PyExc_TypeError,
+                         "bind(): argument %d must be a class, got %.100s", i + 1,
+                         Py_TYPE(args[i])->tp_name);
             return NULL;
         }
     }
 
     if (!PyType_IsSubtype((PyTypeObject *)args[1], &PyList_Type)) {
         PyErr_SetString(PyExc_TypeError, "bind(): pair_type must subclass list");
+        return NULL;
+    }
+
+    if (!PyCallable_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "bind(): checked_time must be callable");
         return NULL;
     }
 
@@ -891,24 +978,32 @@ hot_bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
 
-    next.max_cost = PyLong_AsLongLong(args[6]);
-    next.max_identifier_length = PyLong_AsSsize_t(args[7]);
+    next.max_cost = PyLong_AsLongLong(args[7]);
+    next.max_time_us = PyLong_AsLongLong(args[8]);
+    next.max_identifier_length = PyLong_AsSsize_t(args[9]);
     if (PyErr_Occurred()) {
+        return NULL;
+    }
+
+    if (next.max_time_us < 0 || next.max_time_us > (1LL << 62)) {
+        PyErr_SetString(PyExc_ValueError, "bind(): max_time_us must be 0 to 2**62");
         return NULL;
     }
 
     next.admitted = args[4];
     next.limit_reached = args[5];
-    for (int i = 0; i < 6; i++) {
+    next.checked_time = args[6];
+    for (int i = 0; i < BOUND_OBJECTS; i++) {
         Py_INCREF(args[i]);
     }
     if (hot.bound) {
-        Py_DECREF(hot.storage_type);
-        Py_DECREF(hot.pair_type);
-        Py_DECREF(hot.throttle_type);
-        Py_DECREF(hot.decision_type);
-        Py_DECREF(hot.admitted);
-        Py_DECREF(hot.limit_reached);
+        PyObject *old[BOUND_OBJECTS] = {
+            (PyObject *)hot.storage_type, (PyObject *)hot.pair_type,
+            (PyObject *)hot.throttle_type, (PyObject *)hot.decision_type,
+            hot.admitted, hot.limit_reached, hot.checked_time};
+        for (int i = 0; i < BOUND_OBJECTS; i++) {
+            Py_DECREF(old[i]);
+        }
     }
 
     next.bound = 1;
@@ -935,8 +1030,8 @@ static int
 init_lock_methods(void)
 {
     PyObject *thread = PyImport_ImportModule("_thread");
-    PyObject *lock = thread ? PyObject_CallMethod(thread, "allocate_lock", NULL)
-                            : NULL;
+    PyObject *lock =
+        thread ? PyObject_CallMethod(thread, "allocate_lock", NULL) : NULL;
     Py_XDECREF(thread);
     if (lock == NULL) {
         return -1;
@@ -949,23 +1044,36 @@ init_lock_methods(void)
     return hot.lock_acquire && hot.lock_release ? 0 : -1;
 }
 
+static int
+init_strings(void)
+{
+    struct {
+        PyObject **out;
+        const char *text;
+    } strings[] = {
+        {&str_record, "_record"},         {&str_reclaim_due, "_reclaim_due"},
+        {&str_decide_one, "_decide_one"}, {&str_hit_one_at, "_hit_one_at"},
+        {&str_hit_one_py, "_hit_one_py"}, {&str_hit, "hit"},
+        {&str_now_us, "now_us"},
+        {&str_cost, "cost"},              {&str_now_ms, "now_ms"},
+        {&str_clock, "clock"},
+    };
+    for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
+        *strings[i].out = PyUnicode_InternFromString(strings[i].text);
+        if (*strings[i].out == NULL) {
+            return -1;
+        }
+    }
+
+    one = PyLong_FromLong(1);
+    return one ? 0 : -1;
+}
+
 PyMODINIT_FUNC
 PyInit__hot_path(void)
 {
-    if (PyType_Ready(&HitterType) < 0) {
-        return NULL;
-    }
-
-    str_record = PyUnicode_InternFromString("_record");
-    str_reclaim_due = PyUnicode_InternFromString("_reclaim_due");
-    str_decide_one = PyUnicode_InternFromString("_decide_one");
-    str_hit_one_at = PyUnicode_InternFromString("_hit_one_at");
-    str_now_us = PyUnicode_InternFromString("now_us");
-    str_cost = PyUnicode_InternFromString("cost");
-    str_now_ms = PyUnicode_InternFromString("now_ms");
-    one = PyLong_FromLong(1);
-    if (!one || !str_record || !str_reclaim_due || !str_decide_one || !str_hit_one_at || !str_now_us ||
-        !str_cost || !str_now_ms || init_lock_methods() < 0) {
+    if (PyType_Ready(&HitterType) < 0 || init_strings() < 0 ||
+        init_lock_methods() < 0) {
         return NULL;
     }
 

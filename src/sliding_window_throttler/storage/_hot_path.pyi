@@ -12,7 +12,9 @@ def bind(
     decision_type: type,
     admitted: Outcome,
     limit_reached: Outcome,
+    checked_time: Callable[[object, str], int],
     max_cost: int,
+    max_time_us: int,
     max_identifier_length: int,
     /,
 ) -> None: ...

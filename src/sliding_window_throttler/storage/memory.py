@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from time import monotonic_ns
 
-from ..core.clock import Clock, MonotonicClock, check_clock
+from ..core.clock import MAX_CLOCK_US, Clock, MonotonicClock, check_clock
 from ..core.decision import (
     NEVER,
     US_PER_S,
@@ -81,6 +81,32 @@ _NO_TIMES: list[int] = []
 # Before any time a caller can pass (explicit times may be negative).
 _NEVER_BLOCKED = -(2**63)
 _NEVER_EXPIRES = 2**63
+
+
+def checked_time(now: object, source: str) -> int:
+    """
+    The time of a hit, checked: whole microseconds within ``MAX_CLOCK_US``
+    of 0, so that every time a storage keeps fits in 64 bits. (Also called
+    by ``_hot_path.c`` for a time it cannot take as it is.)
+
+    Raises:
+        ConfigurationError: naming ``source`` (``now_us``, or the ``clock``
+            that gave it).
+    """
+    what = "now_us" if source == "now_us" else "clock.now_us()"
+    if isinstance(now, bool) or not isinstance(now, int):
+        raise ConfigurationError(
+            source, f"{what} must be whole microseconds (an int), got {shown(now)}"
+        )
+
+    if not -MAX_CLOCK_US <= now <= MAX_CLOCK_US:
+        raise ConfigurationError(
+            source,
+            f"{what} must be within +-2**62 microseconds (146,000 years) of 0, "
+            f"got {shown(now)}",
+        )
+
+    return int(now)
 
 
 class OverflowPolicy(StrEnum):
@@ -337,6 +363,19 @@ class MemoryStorage:
         if _hot_path is not None:
             return _hot_path.hit_one(self, identifier, throttle, cost, now_us)
 
+        return self._hit_one_py(identifier, throttle, cost, now_us)
+
+    def _hit_one_py(
+        self,
+        identifier: str,
+        throttle: Throttle,
+        cost: int,
+        now_us: int | None = None,
+    ) -> Decision:
+        """
+        ``hit_one`` in Python. (``_hot_path.c`` calls it for a subclass,
+        whose slots may lie elsewhere.)
+        """
         lock = self._lock
         lock.acquire()  # not `with`: half the cost, on every decision
         try:
@@ -363,9 +402,16 @@ class MemoryStorage:
     def _now(self, now_us: int | None) -> int:
         """The time of a hit: ``now_us`` when given, else the storage's clock."""
         if now_us is not None:
-            return now_us
+            now, source = now_us, "now_us"
+        elif self._monotonic:
+            return monotonic_ns() // 1000
+        else:
+            now, source = self._clock.now_us(), "clock"
 
-        return monotonic_ns() // 1000 if self._monotonic else self._clock.now_us()
+        if type(now) is not int or not -MAX_CLOCK_US <= now <= MAX_CLOCK_US:
+            return checked_time(now, source)
+
+        return now
 
     def _hit_one_at(
         self, identifier: str, throttle: Throttle, cost: int, now: int
@@ -475,8 +521,7 @@ class MemoryStorage:
     ) -> Decision:
         """Return what ``hit`` would decide, changing nothing."""
         with self._lock:
-            now = self._clock.now_us() if now_us is None else now_us
-            now = max(now, self._high_water)
+            now = max(self._now(now_us), self._high_water)
             # Reclaiming what expired by the storage clock changes no answer,
             # and lets the capacity check see what hit would see. (Not up to
             # `now`: a peek ahead in time must not move the storage clock.)
@@ -1032,18 +1077,22 @@ if _hot_path is not None:
         _Built,
         Outcome.ADMITTED,
         Outcome.LIMIT_REACHED,
+        checked_time,
         MAX_COST,
+        MAX_CLOCK_US,
         MAX_IDENTIFIER_LENGTH,
     )
 
 
-def hot_hitter(
-    storage: MemoryStorage, fallback: Callable[..., Decision]
+def plain_hitter(
+    storage: object, fallback: Callable[..., Decision]
 ) -> Callable[..., Decision] | None:
     """
-    ``Throttler.hit`` over ``storage`` in C, or None without the extension:
-    the plain call (a str, one ``Throttle``, an int cost, the storage's
-    clock) is decided there, and any other goes to ``fallback``.
+    ``Throttler.hit`` over ``storage`` in C, or None without the extension.
+    The plain call (a str, one ``Throttle``, an int cost, the storage's
+    clock) is decided there over a bare ``MemoryStorage``, or passed on as
+    ``storage.hit(identifier, (throttle,), cost, None)`` over any other
+    storage; every other call goes to ``fallback``.
     """
     if _hot_path is None:
         return None
