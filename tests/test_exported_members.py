@@ -90,6 +90,8 @@ import sys
 sys.modules["redis"] = None  # as if the redis extra were not installed
 from sliding_window_throttler import *
 assert "RedisStorage" not in dir() and Throttler and MemoryStorage
+from sliding_window_throttler.storage import *
+assert "AsyncRedisStorage" not in dir() and AsyncMemoryStorage
 try:
     from sliding_window_throttler import RedisStorage
 except ConfigurationError as exc:

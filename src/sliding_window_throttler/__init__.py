@@ -7,7 +7,6 @@ per named throttle, in memory or in Redis.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +41,7 @@ from .recovery import (
     RecoveryStrategy,
     ResilientStorage,
 )
+from .storage import has_redis_py as _has_redis_py
 from .storage.base import AsyncStorage, Storage
 from .storage.memory import (
     AsyncMemoryStorage,
@@ -56,13 +56,6 @@ if TYPE_CHECKING:
     from .storage.redis_async import AsyncRedisStorage
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
-
-
-def _has_redis_py() -> bool:
-    try:
-        return importlib.util.find_spec("redis") is not None
-    except (ImportError, ValueError):  # a broken or blocked redis module
-        return False
 
 
 __version__ = "0.1.0"

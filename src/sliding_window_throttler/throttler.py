@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from types import MethodType
 from typing import Any
 
 from .core.decision import Decision, Outcome
@@ -33,7 +32,7 @@ from .recovery import (
 )
 from .recovery._resilience import check_options
 from .storage.base import AsyncStorage, Storage, StorageHealth
-from .storage.memory import AsyncMemoryStorage, MemoryStorage, plain_hitter
+from .storage.memory import AsyncMemoryStorage, MemoryStorage, plain_hit_method
 
 MAX_NOW_MS = 2**52 // 1000
 """Explicit times stay exact in the doubles of the Redis function."""
@@ -213,6 +212,12 @@ def refused_error(decision: Decision) -> RateLimitExceededError:
             f"the client is blocked by throttle {record.name!r} for overflowing "
             f"its {record.limit:,} {hits} per window"
         )
+    elif record.outcome is Outcome.CAPACITY and not decision.can_succeed:
+        why = (
+            f"this hit needs {len(decision.records):,} (client, throttle) pairs "
+            f"at once, more than the storage may track (max_pairs)"
+        )
+        when = "it can never succeed"
     elif record.outcome is Outcome.CAPACITY:
         why = (
             f"the storage tracks as many clients as it may (max_pairs) and "
@@ -369,22 +374,10 @@ class Throttler:
         if isinstance(storage, MemoryStorage) and type(storage) is MemoryStorage:
             self._hit_one = storage.hit_one
 
-        if type(self).hit is Throttler.hit:
-            self._use_plain_hitter(storage)
-
     @property
     def storage(self) -> Storage:
-        """The storage, as wrapped (read-only: hit() keeps the one it began with)."""
+        """The storage it decides with, wrapped if it can fail (read-only)."""
         return self._storage
-
-    def _use_plain_hitter(self, storage: Storage) -> None:
-        # The extension answers plain calls of hit() without a Python frame:
-        # a third of a memory decision, and a tenth of one made while a
-        # breaker is open. Any other call goes to the method below. An
-        # instance attribute, so the class keeps the method and its docs.
-        hitter = plain_hitter(storage, MethodType(Throttler.hit, self))
-        if hitter is not None:
-            vars(self)["hit"] = hitter
 
     def hit(
         self,
@@ -518,8 +511,13 @@ class AsyncThrottler:
         if needs_wrapping(storage, options, resilient):
             storage = AsyncResilientStorage.from_settings(storage, **options)
 
-        self.storage: AsyncStorage = storage
+        self._storage: AsyncStorage = storage
         self._core = _ThrottlerCore()
+
+    @property
+    def storage(self) -> AsyncStorage:
+        """The storage it decides with, wrapped if it can fail (read-only)."""
+        return self._storage
 
     async def hit(
         self,
@@ -530,9 +528,9 @@ class AsyncThrottler:
     ) -> Decision:
         """Decide one hit; see ``Throttler.hit``."""
         if is_plain_hit(identifier, throttles, cost, now_ms):
-            return await self.storage.hit(identifier, throttles, cost, None)
+            return await self._storage.hit(identifier, throttles, cost, None)
 
-        return await self.storage.hit(
+        return await self._storage.hit(
             *self._core.prepare(identifier, throttles, cost, now_ms)
         )
 
@@ -544,7 +542,7 @@ class AsyncThrottler:
         now_ms: float | None = None,
     ) -> Decision:
         """Return what ``hit`` would decide now, recording nothing."""
-        return await self.storage.peek(
+        return await self._storage.peek(
             *self._core.prepare(identifier, throttles, cost, now_ms)
         )
 
@@ -565,14 +563,23 @@ class AsyncThrottler:
     async def reset(self, identifier: str, *throttles: Throttle) -> None:
         """Forget the hits and blocks of ``identifier`` (all throttles if none)."""
         check_identifier(identifier)
-        await self.storage.reset(
+        await self._storage.reset(
             identifier, check_throttles(throttles) if throttles else ()
         )
 
     async def health(self) -> StorageHealth:
         """The storage's health, its check awaited; see ``Throttler.health``."""
-        return await astorage_health(self.storage)
+        return await astorage_health(self._storage)
 
     async def close(self) -> None:
         """Close the storage."""
-        await self.storage.close()
+        await self._storage.close()
+
+
+# The extension answers plain calls of Throttler.hit without a Python frame
+# (a third of a memory decision, a tenth of one made while a breaker is open)
+# and passes every other call to the method above, whose name, docs and
+# signature it carries. Patching Throttler.hit replaces it as any method.
+_plain_hit = plain_hit_method(Throttler.hit)
+if _plain_hit is not None:
+    setattr(Throttler, "hit", _plain_hit)  # noqa: B010 (a method, assigned)

@@ -28,6 +28,7 @@ from sliding_window_throttler import (
     ManualClock,
     MemoryStorage,
     Outcome,
+    RateLimitExceededError,
     Throttle,
     Throttler,
     ThrottleRecord,
@@ -678,6 +679,45 @@ def test_a_clock_reading_that_is_no_time_is_an_error_naming_the_clock(
     assert storage.stats().pairs == 1
 
 
+@pytest.mark.parametrize(
+    ("reading", "shown"),
+    [(None, "ConfigurationError: clock.now_us() must be"), (OSError("gone"), "gone")],
+)
+def test_health_reports_a_failing_clock_and_never_raises(
+    reading: object, shown: str
+) -> None:
+    class Failing:
+        def __init__(self) -> None:
+            self.first = True
+
+        def now_us(self) -> object:
+            if self.first:
+                self.first = False
+                return 0
+            if isinstance(reading, Exception):
+                raise reading
+            return reading
+
+    health = MemoryStorage(clock=Failing()).health()  # type: ignore[arg-type]
+
+    assert not health.healthy
+    assert health.detail.startswith("in memory; its clock failed: ")
+    assert shown in health.detail
+
+
+def test_an_int_subclass_is_no_time_whatever_it_says_it_is() -> None:
+    class Shifty(int):
+        def __int__(self) -> int:
+            return 2**70
+
+    storage = MemoryStorage(clock=ManualClock())
+    with pytest.raises(ConfigurationError) as caught:
+        storage.hit("a", (API,), 1, Shifty(5))
+
+    assert caught.value.field == "now_us"
+    assert storage.hit("a", (API,), 1, 5).allowed
+
+
 @pytest.mark.parametrize("now_us", [5.5, True, 2**62 + 1, -(2**63)])
 def test_an_explicit_time_that_is_no_time_is_an_error_naming_now_us(
     now_us: object,
@@ -1243,6 +1283,15 @@ def test_a_hit_needing_more_pairs_than_max_pairs_is_refused_for_good(
     assert caplog.records == []
     clock.advance(1)
     assert throttler.hit("u", a, b).allowed  # two fit once "other" is gone
+    # "u" holds two of the three now, and still can never hold all three.
+    assert throttler.hit("u", a, b, c).retry_after == math.inf
+    with pytest.raises(RateLimitExceededError) as caught:
+        throttler.enforce("u", a, b, c)
+
+    assert caught.value.message == (
+        "rate limit exceeded: this hit needs 3 (client, throttle) pairs at once, "
+        "more than the storage may track (max_pairs); it can never succeed"
+    )
 
 
 def test_a_clients_own_expired_pairs_make_room_for_its_new_one() -> None:

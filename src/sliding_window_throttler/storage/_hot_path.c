@@ -9,8 +9,9 @@
  * (`_reclaim_due`, `_decide_one`, `_record`, `_hit_one_at`, `_hit_one_py`)
  * under the same lock, so the algorithm has one full copy, in Python, and
  * this file repeats only its fast cases. The tests run both against the
- * reference model. `Hitter` is Throttler.hit's plain call in C: to this path
- * over a bare MemoryStorage, else straight to the storage's own hit().
+ * reference model. `PlainHit` is the method Throttler.hit in C: its plain
+ * call goes to this path over a bare MemoryStorage, else straight to the
+ * storage's own hit().
  *
  * State is not copied either: the C code reads and writes the `__slots__` of
  * the Python objects (the storage, its pairs, the throttle, the decision) at
@@ -75,8 +76,8 @@ struct hot_state {
 static struct hot_state hot;
 
 static PyObject *str_record, *str_reclaim_due, *str_decide_one, *str_hit_one_at,
-    *str_hit_one_py, *str_hit, *str_now_us, *str_cost, *str_now_ms, *str_clock,
-    *one;
+    *str_hit_one_py, *str_hit, *str__storage, *str_now_us, *str_cost, *str_now_ms,
+    *str_clock, *one;
 
 /* ---- reading and writing slots ---------------------------------------- */
 
@@ -749,149 +750,171 @@ hot_hit_one(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 /* ---- Throttler.hit ------------------------------------------------------ */
 
+/*
+ * The method Throttler.hit, in C: a descriptor that the interpreter calls
+ * with the throttler first, as it calls a function (METHOD_DESCRIPTOR), and
+ * that carries the Python method's name, docs and signature (memory.py copies
+ * them, and __wrapped__, with functools.update_wrapper). The plain call (a
+ * str, one Throttle, an int cost, the storage's clock) is decided by the hot
+ * path over a bare MemoryStorage and passed on as storage.hit(identifier,
+ * (throttle,), cost, None) over any other; every other call, and any
+ * throttler without a storage yet, goes to the Python method.
+ */
 typedef struct {
     PyObject_HEAD
-    PyObject *storage;
-    PyObject *fallback; /* the Python Throttler.hit, bound */
-    int hot;            /* a bare MemoryStorage: decided here */
+    PyObject *func; /* the Python Throttler.hit */
+    PyObject *dict; /* __name__, __doc__, __wrapped__... */
     vectorcallfunc vectorcall;
-} Hitter;
+} PlainHit;
 
+/* The cost of a plain call from its keywords (1 unless given), or NULL. */
 static PyObject *
-hitter_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
-                  PyObject *kwnames)
+plain_cost(PyObject *const *kwargs, PyObject *kwnames)
 {
-    Hitter *self = (Hitter *)callable;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *cost_obj = one;
-    /* A storage of a class from before a reload of memory.py: in Python. */
-    int plain = nargs == 2 &&
-                (!self->hot || Py_IS_TYPE(self->storage, hot.storage_type));
-    if (plain && kwnames != NULL) {
-        Py_ssize_t count = PyTuple_GET_SIZE(kwnames);
-        for (Py_ssize_t i = 0; i < count && plain; i++) {
-            PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-            PyObject *value = args[nargs + i];
-            if (key == str_cost || PyUnicode_Compare(key, str_cost) == 0) {
-                cost_obj = value;
-            }
-            else if (value != Py_None ||
-                     (key != str_now_ms && PyUnicode_Compare(key, str_now_ms))) {
-                plain = 0;
-            }
+    PyObject *cost = one;
+    Py_ssize_t count = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        if (key == str_cost || PyUnicode_Compare(key, str_cost) == 0) {
+            cost = kwargs[i];
         }
-        if (PyErr_Occurred()) {
+        else if (kwargs[i] != Py_None ||
+                 (key != str_now_ms && PyUnicode_Compare(key, str_now_ms))) {
             return NULL;
         }
     }
+    return cost;
+}
 
+static PyObject *
+plain_hit_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
+                     PyObject *kwnames)
+{
+    PlainHit *self = (PlainHit *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *cost_obj = nargs == 3 ? plain_cost(args + 3, kwnames) : NULL;
     long long cost;
-    if (!plain || !is_plain(args[0], args[1], cost_obj, &cost)) {
+    if (cost_obj == NULL || PyErr_Occurred() ||
+        !is_plain(args[1], args[2], cost_obj, &cost)) {
         /* the checks of Throttler.hit say what is wrong */
-        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+        PyErr_Clear();
+        return PyObject_Vectorcall(self->func, args, nargsf, kwnames);
     }
 
-    if (self->hot) {
-        return hit_one_locked(self->storage, args[0], args[1], cost_obj, cost,
-                              NULL);
+    PyObject *storage = PyObject_GetAttr(args[0], str__storage);
+    if (storage == NULL) { /* not a Throttler, or not initialized */
+        PyErr_Clear();
+        return PyObject_Vectorcall(self->func, args, nargsf, kwnames);
     }
 
-    /* storage.hit(identifier, (throttle,), cost, None) */
-    PyObject *throttles = PyTuple_Pack(1, args[1]);
-    if (throttles == NULL) {
-        return NULL;
+    PyObject *decision;
+    if (Py_IS_TYPE(storage, hot.storage_type)) {
+        decision = hit_one_locked(storage, args[1], args[2], cost_obj, cost, NULL);
+    }
+    else {
+        PyObject *throttles = PyTuple_Pack(1, args[2]);
+        PyObject *rest[4] = {args[1], throttles, cost_obj, Py_None};
+        decision = throttles ? call_method(storage, str_hit, rest, 4) : NULL;
+        Py_XDECREF(throttles);
     }
 
-    PyObject *rest[4] = {args[0], throttles, cost_obj, Py_None};
-    PyObject *decision = call_method(self->storage, str_hit, rest, 4);
-    Py_DECREF(throttles);
+    Py_DECREF(storage);
     return decision;
 }
 
 static PyObject *
-hitter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+plain_hit_get(PyObject *self, PyObject *obj, PyObject *type)
 {
-    PyObject *storage, *fallback;
-    if (check_bound() < 0 ||
-        !PyArg_ParseTuple(args, "OO:Hitter", &storage, &fallback)) {
+    if (obj == NULL || obj == Py_None) {
+        return Py_NewRef(self);
+    }
+    return PyMethod_New(self, obj);
+}
+
+static PyObject *
+plain_hit_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *func;
+    if (check_bound() < 0 || !PyArg_ParseTuple(args, "O:PlainHit", &func)) {
         return NULL;
     }
 
     if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
-        PyErr_SetString(PyExc_TypeError, "Hitter() takes no keyword arguments");
+        PyErr_SetString(PyExc_TypeError, "PlainHit() takes no keyword arguments");
         return NULL;
     }
 
-    Hitter *self = (Hitter *)type->tp_alloc(type, 0);
+    if (!PyCallable_Check(func)) {
+        PyErr_SetString(PyExc_TypeError, "PlainHit() takes the Python method");
+        return NULL;
+    }
+
+    PlainHit *self = (PlainHit *)type->tp_alloc(type, 0);
     if (self == NULL) {
         return NULL;
     }
 
-    self->storage = Py_NewRef(storage);
-    self->fallback = Py_NewRef(fallback);
-    self->hot = Py_IS_TYPE(storage, hot.storage_type);
-    self->vectorcall = hitter_vectorcall;
+    self->func = Py_NewRef(func);
+    self->vectorcall = plain_hit_vectorcall;
     return (PyObject *)self;
 }
 
 static int
-hitter_traverse(Hitter *self, visitproc visit, void *arg)
+plain_hit_traverse(PlainHit *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->storage);
-    Py_VISIT(self->fallback);
+    Py_VISIT(self->func);
+    Py_VISIT(self->dict);
     return 0;
 }
 
 static int
-hitter_clear(Hitter *self)
+plain_hit_clear(PlainHit *self)
 {
-    Py_CLEAR(self->storage);
-    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->func);
+    Py_CLEAR(self->dict);
     return 0;
 }
 
 static void
-hitter_dealloc(Hitter *self)
+plain_hit_dealloc(PlainHit *self)
 {
     PyObject_GC_UnTrack(self);
-    hitter_clear(self);
+    plain_hit_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *
-hitter_repr(Hitter *self)
+plain_hit_repr(PlainHit *self)
 {
-    return PyUnicode_FromFormat("<C hot path of Throttler.hit over %R>",
-                                self->storage);
+    return PyUnicode_FromFormat("<C hot path of %R>", self->func);
 }
 
-PyDoc_STRVAR(hitter_doc,
-"Hitter(storage, fallback)\n--\n\n"
-"Throttler.hit: the plain call (a str, one Throttle, an int cost, the\n"
-"storage's clock) decided here over a bare MemoryStorage, or passed on as\n"
-"storage.hit(identifier, (throttle,), cost, None) over any other storage;\n"
-"any other call goes to `fallback`.");
+PyDoc_STRVAR(plain_hit_doc,
+"PlainHit(func)\n--\n\n"
+"Throttler.hit in C, over the Python method `func` (see _hot_path.c).");
 
-static PyMemberDef hitter_members[] = {
-    {"storage", T_OBJECT, offsetof(Hitter, storage), READONLY, NULL},
+static PyGetSetDef plain_hit_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL},
 };
 
-static PyTypeObject HitterType = {
+static PyTypeObject PlainHitType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "sliding_window_throttler.storage._hot_path.Hitter",
-    .tp_basicsize = sizeof(Hitter),
+    .tp_name = "sliding_window_throttler.storage._hot_path.PlainHit",
+    .tp_basicsize = sizeof(PlainHit),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
-                Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = hitter_doc,
-    .tp_new = hitter_new,
-    .tp_dealloc = (destructor)hitter_dealloc,
-    .tp_traverse = (traverseproc)hitter_traverse,
-    .tp_clear = (inquiry)hitter_clear,
-    .tp_repr = (reprfunc)hitter_repr,
+                Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = plain_hit_doc,
+    .tp_new = plain_hit_new,
+    .tp_dealloc = (destructor)plain_hit_dealloc,
+    .tp_traverse = (traverseproc)plain_hit_traverse,
+    .tp_clear = (inquiry)plain_hit_clear,
+    .tp_repr = (reprfunc)plain_hit_repr,
     .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(Hitter, vectorcall),
-    .tp_members = hitter_members,
+    .tp_vectorcall_offset = offsetof(PlainHit, vectorcall),
+    .tp_descr_get = plain_hit_get,
+    .tp_dictoffset = offsetof(PlainHit, dict),
+    .tp_getset = plain_hit_getset,
 };
 
 /* ---- bind() ------------------------------------------------------------ */
@@ -1054,6 +1077,7 @@ init_strings(void)
         {&str_record, "_record"},         {&str_reclaim_due, "_reclaim_due"},
         {&str_decide_one, "_decide_one"}, {&str_hit_one_at, "_hit_one_at"},
         {&str_hit_one_py, "_hit_one_py"}, {&str_hit, "hit"},
+        {&str__storage, "_storage"},
         {&str_now_us, "now_us"},
         {&str_cost, "cost"},              {&str_now_ms, "now_ms"},
         {&str_clock, "clock"},
@@ -1072,7 +1096,7 @@ init_strings(void)
 PyMODINIT_FUNC
 PyInit__hot_path(void)
 {
-    if (PyType_Ready(&HitterType) < 0 || init_strings() < 0 ||
+    if (PyType_Ready(&PlainHitType) < 0 || init_strings() < 0 ||
         init_lock_methods() < 0) {
         return NULL;
     }
@@ -1089,7 +1113,7 @@ PyInit__hot_path(void)
         return NULL;
     }
 
-    if (PyModule_AddObjectRef(module, "Hitter", (PyObject *)&HitterType) < 0) {
+    if (PyModule_AddObjectRef(module, "PlainHit", (PyObject *)&PlainHitType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

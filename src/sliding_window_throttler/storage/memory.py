@@ -23,11 +23,13 @@ reclaimed state stay reclaimed.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import math
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,17 +55,24 @@ logger = logging.getLogger(__name__)
 
 
 def _switch(name: str) -> bool:
-    """A yes/no variable of the environment; unset or empty is no."""
-    value = os.environ.get(name, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
+    """
+    A yes/no variable of the environment; unset or empty is no. Any other
+    value than the yes and no words is taken as yes, with a warning: read
+    at import, it must not stop the import (nor ``swt --help``).
+    """
+    value = os.environ.get(name, "")
+    if value.strip().lower() in ("", "0", "false", "no", "off"):
         return False
 
-    if value in ("1", "true", "yes", "on"):
-        return True
+    if value.strip().lower() not in ("1", "true", "yes", "on"):
+        warnings.warn(
+            f"{name}={value!r} is none of 1, true, yes, on, 0, false, no, off: "
+            "taken as yes",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
-    raise ConfigurationError(
-        name, f"{name} must be 1, true, yes, on or 0, false, no, off; got {value!r}"
-    )
+    return True
 
 
 _DISABLED = _switch("SWT_NO_EXTENSIONS")
@@ -94,7 +103,7 @@ def checked_time(now: object, source: str) -> int:
             that gave it).
     """
     what = "now_us" if source == "now_us" else "clock.now_us()"
-    if isinstance(now, bool) or not isinstance(now, int):
+    if type(now) is not int:  # not a bool, nor an int subclass's own idea
         raise ConfigurationError(
             source, f"{what} must be whole microseconds (an int), got {shown(now)}"
         )
@@ -106,7 +115,7 @@ def checked_time(now: object, source: str) -> int:
             f"got {shown(now)}",
         )
 
-    return int(now)
+    return now
 
 
 class OverflowPolicy(StrEnum):
@@ -561,10 +570,17 @@ class MemoryStorage:
     def health(self) -> StorageHealth:
         """
         Healthy unless it is full and refusing new clients (``reject-new``)
-        or unable to evict anyone (``evict-lru``); never raises.
+        or unable to evict anyone (``evict-lru``), or its clock fails; never
+        raises.
         """
+        try:
+            reading = self._now(None)
+        except Exception as exc:  # a clock of the caller's: report, never raise
+            detail = f"in memory; its clock failed: {type(exc).__name__}: {exc}"
+            return StorageHealth(healthy=False, backend="memory", detail=detail)
+
         with self._lock:
-            now = max(self._clock.now_us(), self._high_water)
+            now = max(reading, self._high_water)
             pairs = self._pairs
             # Refusing still: full, and no pair has ended since (a hit would
             # reclaim it and find room).
@@ -618,7 +634,7 @@ class MemoryStorage:
             and None in pairs
             and not self._make_room(identifier, pairs, now, commit)
         ):
-            never = pairs.count(None) > self._max_pairs
+            never = len(pairs) > self._max_pairs
             return self._refuse_capacity(throttles, verdicts, cost, now, never)
 
         raw = []
@@ -818,9 +834,10 @@ class MemoryStorage:
         if not needed or self._pairs + needed <= self._max_pairs:
             return True
 
-        if needed > self._max_pairs:
-            # More new pairs than the storage may ever hold: refused for good,
-            # whatever is tracked (so nothing is evicted, and it is not full).
+        if len(pairs) > self._max_pairs:
+            # More pairs at once than the storage may ever hold: refused for
+            # good, whatever is tracked (so nothing is evicted, and it is not
+            # full).
             if commit:
                 self._refused_new += 1
 
@@ -959,7 +976,7 @@ class MemoryStorage:
         """
         The refusal of a hit that needs new pairs the storage has no room
         for: until room may appear, or for good (``never``) when it needs
-        more than ``max_pairs``.
+        more pairs at once than ``max_pairs``.
         """
         wait = NEVER if never else max(self._room_expected_at(now) - now, 1)
         return Decision.from_raw(
@@ -1084,20 +1101,21 @@ if _hot_path is not None:
     )
 
 
-def plain_hitter(
-    storage: object, fallback: Callable[..., Decision]
-) -> Callable[..., Decision] | None:
+def plain_hit_method(method: Callable[..., Decision]) -> Callable[..., Decision] | None:
     """
-    ``Throttler.hit`` over ``storage`` in C, or None without the extension.
-    The plain call (a str, one ``Throttle``, an int cost, the storage's
-    clock) is decided there over a bare ``MemoryStorage``, or passed on as
-    ``storage.hit(identifier, (throttle,), cost, None)`` over any other
-    storage; every other call goes to ``fallback``.
+    ``Throttler.hit`` in C, over the Python ``method`` (with its name, docs
+    and signature), or None without the extension. The plain call (a str,
+    one ``Throttle``, an int cost, the storage's clock) is decided there over
+    a bare ``MemoryStorage``, or passed on as ``storage.hit(identifier,
+    (throttle,), cost, None)`` over any other storage; every other call goes
+    to ``method``.
     """
     if _hot_path is None:
         return None
 
-    return _hot_path.Hitter(storage, fallback)
+    plain = _hot_path.PlainHit(method)
+    functools.update_wrapper(plain, method)
+    return plain
 
 
 class AsyncMemoryStorage:
