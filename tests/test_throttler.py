@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import inspect
 import math
+import pickle
+import weakref
+from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -12,6 +18,7 @@ from sliding_window_throttler import (
     AsyncThrottler,
     CircuitBreaker,
     ConfigurationError,
+    Decision,
     KeyGenerationError,
     ManualClock,
     MemoryStorage,
@@ -544,3 +551,76 @@ def test_enforce_says_hit_for_a_limit_of_one() -> None:
         "rate limit exceeded: throttle 'once' allows 1 hit per window "
         "(2 with this one); retry in 10.000s"
     )
+
+
+def test_hit_is_a_plain_method() -> None:
+    throttler = Throttler(MemoryStorage())
+
+    assert inspect.isfunction(Throttler.hit)
+    assert pickle.loads(pickle.dumps(Throttler.hit)) is Throttler.hit
+    assert weakref.WeakMethod(throttler.hit)() == throttler.hit
+    assert list(inspect.signature(throttler.hit).parameters) == [
+        "identifier",
+        "throttles",
+        "cost",
+        "now_ms",
+    ]
+
+
+def test_patching_throttler_hit_reaches_every_call_before_and_after() -> None:
+    calls = []
+    original = Throttler.hit
+
+    def counting(self: Throttler, *args: Any, **kwargs: Any) -> Decision:
+        calls.append(args)
+        return original(self, *args, **kwargs)
+
+    before = Throttler(MemoryStorage())
+    with mock.patch.object(Throttler, "hit", counting):
+        after = Throttler(MemoryStorage())
+        before.hit("a", API)
+        after.hit("b", API)
+        after.enforce("c", API)
+
+    assert calls == [("a", API), ("b", API), ("c", API)]
+
+
+def test_an_autospec_of_hit_records_the_throttler_and_checks_arguments() -> None:
+    throttler = Throttler(MemoryStorage())
+    with mock.patch.object(Throttler, "hit", autospec=True) as hit:
+        throttler.hit("a", API, cost=2)
+        with pytest.raises(TypeError):
+            throttler.hit()  # type: ignore[call-arg]
+
+    hit.assert_called_once_with(throttler, "a", API, cost=2)
+    spec = mock.create_autospec(Throttler, instance=True)
+    with pytest.raises(TypeError):
+        spec.hit("a", API, costs=2)
+
+
+def test_a_patched_memory_hit_one_answers_every_hit() -> None:
+    before = Throttler(MemoryStorage())
+    answer = Decision(False, (), 9.0)
+    with mock.patch.object(MemoryStorage, "hit_one", return_value=answer) as spy:
+        after = Throttler(MemoryStorage())
+
+        assert before.hit("a", API) is answer
+        assert after.hit("b", API, cost=2) is answer
+
+    assert spy.call_args_list == [mock.call("a", API, 1), mock.call("b", API, 2)]
+    assert before.hit("a", API).allowed  # the storage's own again
+
+
+def test_a_throttler_never_initialised_says_what_it_lacks() -> None:
+    bare = Throttler.__new__(Throttler)
+    with pytest.raises(AttributeError, match="_storage"):
+        bare.hit("a", API)
+
+
+def test_a_copied_throttler_shares_the_storage() -> None:
+    throttler = Throttler(MemoryStorage(clock=ManualClock()))
+    clone = copy.copy(throttler)
+
+    assert clone.hit("a", API).allowed
+    assert not throttler.hit("a", API).allowed
+    assert clone.storage is throttler.storage

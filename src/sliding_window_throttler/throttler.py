@@ -32,7 +32,7 @@ from .recovery import (
 )
 from .recovery._resilience import check_options
 from .storage.base import AsyncStorage, Storage, StorageHealth
-from .storage.memory import AsyncMemoryStorage, MemoryStorage, plain_hit_method
+from .storage.memory import AsyncMemoryStorage, MemoryStorage, plain_hit_in_c
 
 MAX_NOW_MS = 2**52 // 1000
 """Explicit times stay exact in the doubles of the Redis function."""
@@ -368,11 +368,6 @@ class Throttler:
 
         self._storage: Storage = storage
         self._core = _ThrottlerCore()
-        self._hit_one = None
-        # MemoryStorage's shortcut for a hit on one throttle (not a
-        # subclass's: it may override hit).
-        if isinstance(storage, MemoryStorage) and type(storage) is MemoryStorage:
-            self._hit_one = storage.hit_one
 
     @property
     def storage(self) -> Storage:
@@ -400,23 +395,16 @@ class Throttler:
             ConfigurationError: for bad throttles, cost or time.
             KeyGenerationError: for an identifier that cannot key a client.
         """
-        if (
-            type(identifier) is str
-            and type(cost) is int
-            and now_ms is None
-            and len(throttles) == 1
-            and type(throttles[0]) is Throttle
-            and 0 <= cost <= MAX_COST
-            and 0 < len(identifier) <= MAX_IDENTIFIER_LENGTH
-        ):
-            # The common case (``is_plain_hit``, inline: a call costs a tenth
-            # of a memory decision); anything else gets the full checks,
-            # which say what is wrong.
-            if self._hit_one is not None:
-                return self._hit_one(identifier, throttles[0], cost)
+        return _decide_hit(self, self._storage, identifier, throttles, cost, now_ms)
 
-            return self._storage.hit(identifier, throttles, cost, None)
-
+    def _hit_checked(
+        self,
+        identifier: str,
+        throttles: tuple[Throttle, ...],
+        cost: int,
+        now_ms: float | None,
+    ) -> Decision:
+        """``hit`` off the plain call: the full checks, which say what is wrong."""
         return self._storage.hit(
             *self._core.prepare(identifier, throttles, cost, now_ms)
         )
@@ -576,10 +564,40 @@ class AsyncThrottler:
         await self._storage.close()
 
 
-# The extension answers plain calls of Throttler.hit without a Python frame
-# (a third of a memory decision, a tenth of one made while a breaker is open)
-# and passes every other call to the method above, whose name, docs and
-# signature it carries. Patching Throttler.hit replaces it as any method.
-_plain_hit = plain_hit_method(Throttler.hit)
-if _plain_hit is not None:
-    setattr(Throttler, "hit", _plain_hit)  # noqa: B010 (a method, assigned)
+def hit_in_python(
+    throttler: Throttler,
+    storage: Storage,
+    identifier: str,
+    throttles: tuple[Throttle, ...],
+    cost: int,
+    now_ms: float | None,
+) -> Decision:
+    """
+    The body of ``Throttler.hit``; ``_hot_path.plain_hit`` is its twin in C.
+
+    The plain call (``is_plain_hit``, inline: a call costs a tenth of a memory
+    decision) goes to the shortcut for one throttle of the throttler's
+    ``storage``: a bare ``MemoryStorage``'s ``hit_one`` (not a subclass's: it
+    may override hit), or any other storage's ``hit``. Anything else gets the
+    full checks.
+    """
+    if (
+        type(identifier) is str
+        and type(cost) is int
+        and now_ms is None
+        and len(throttles) == 1
+        and type(throttles[0]) is Throttle
+        and 0 <= cost <= MAX_COST
+        and 0 < len(identifier) <= MAX_IDENTIFIER_LENGTH
+    ):
+        if type(storage) is MemoryStorage:
+            return storage.hit_one(identifier, throttles[0], cost)
+
+        return storage.hit(identifier, throttles, cost, None)
+
+    return throttler._hit_checked(identifier, throttles, cost, now_ms)
+
+
+# In C when the extension is built: a decision on a bare MemoryStorage then
+# costs one Python frame, this method's.
+_decide_hit = plain_hit_in_c() or hit_in_python

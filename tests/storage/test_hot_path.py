@@ -9,16 +9,13 @@ facade tests (the ``hot_path`` fixture runs each of them twice).
 from __future__ import annotations
 
 import copy
-import functools
 import gc
-import inspect
 import math
 import pickle
 import subprocess
 import sys
 import weakref
 from typing import Any
-from unittest import mock
 
 import pytest
 
@@ -33,6 +30,7 @@ from sliding_window_throttler import (
     Throttler,
     ThrottleRecord,
 )
+from sliding_window_throttler import throttler as throttler_module
 from sliding_window_throttler.storage import memory
 
 pytestmark = pytest.mark.skipif(
@@ -47,61 +45,8 @@ def test_the_extension_is_built_and_serves_a_bare_memory_throttler() -> None:
         "storage/_hot_path.c is not built: install a C compiler and the Python "
         "headers, then `make test` again"
     )
-    throttler = Throttler(MemoryStorage())
-
-    assert type(inspect.getattr_static(Throttler, "hit")).__name__ == "PlainHit"
-    assert throttler.storage.hot_path == "c"  # type: ignore[attr-defined]
-
-
-def test_throttler_hit_in_c_reads_as_the_python_method() -> None:
-    throttler = Throttler(MemoryStorage())
-    python_hit = inspect.unwrap(Throttler.hit)
-
-    assert inspect.isfunction(python_hit)
-    assert inspect.signature(throttler.hit) == inspect.signature(
-        python_hit.__get__(throttler)
-    )
-    assert throttler.hit.__name__ == "hit"
-    assert Throttler.hit.__qualname__ == "Throttler.hit"
-    assert throttler.hit.__doc__ == python_hit.__doc__
-    assert throttler.hit.__self__ is throttler  # type: ignore[attr-defined]
-    assert functools.wraps(throttler.hit)(lambda: None).__name__ == "hit"
-
-
-def test_patching_throttler_hit_reaches_every_call_before_and_after() -> None:
-    calls = []
-    original = Throttler.hit
-
-    def counting(self: Throttler, *args: Any, **kwargs: Any) -> Decision:
-        calls.append(args)
-        return original(self, *args, **kwargs)
-
-    before = Throttler(MemoryStorage())
-    with mock.patch.object(Throttler, "hit", counting):
-        after = Throttler(MemoryStorage())
-        before.hit("a", API)
-        after.hit("b", API)
-        after.enforce("c", API)
-
-    assert calls == [("a", API), ("b", API), ("c", API)]
-    assert type(inspect.getattr_static(Throttler, "hit")).__name__ == "PlainHit"
-
-
-def test_an_autospec_of_a_throttler_checks_hit_arguments() -> None:
-    spec = mock.create_autospec(Throttler(MemoryStorage()), instance=True)
-    spec.hit("a", API, cost=2)
-    with pytest.raises(TypeError):
-        spec.hit("a", API, costs=2)
-
-
-def test_a_copied_throttler_decides_on_its_own_storage() -> None:
-    throttler = Throttler(MemoryStorage(clock=ManualClock()))
-    clone = copy.copy(throttler)
-    one = Throttle("one", 1, 1)
-
-    assert clone.hit("a", one).allowed
-    assert not throttler.hit("a", one).allowed  # the storage is shared
-    assert clone.storage is throttler.storage
+    assert throttler_module._decide_hit is memory._hot_path.plain_hit
+    assert MemoryStorage().hot_path == "c"
 
 
 @pytest.mark.parametrize(
@@ -139,10 +84,8 @@ def test_an_unknown_swt_no_extensions_is_taken_as_yes_with_a_warning() -> None:
 
 
 _SHOW_HOT_PATH = """
-import inspect
-from sliding_window_throttler import MemoryStorage, Throttler
-hit = inspect.getattr_static(Throttler, "hit")
-print(MemoryStorage().hot_path, type(hit).__name__ == "PlainHit")
+from sliding_window_throttler import MemoryStorage, throttler
+print(MemoryStorage().hot_path, throttler._decide_hit is not throttler.hit_in_python)
 """
 
 

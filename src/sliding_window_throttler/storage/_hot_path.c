@@ -9,7 +9,7 @@
  * (`_reclaim_due`, `_decide_one`, `_record`, `_hit_one_at`, `_hit_one_py`)
  * under the same lock, so the algorithm has one full copy, in Python, and
  * this file repeats only its fast cases. The tests run both against the
- * reference model. `PlainHit` is the method Throttler.hit in C: its plain
+ * reference model. `plain_hit` is the body of Throttler.hit in C: its plain
  * call goes to this path over a bare MemoryStorage, else straight to the
  * storage's own hit().
  *
@@ -54,6 +54,7 @@ struct hot_state {
     PyObject *admitted;
     PyObject *limit_reached;
     PyObject *checked_time; /* memory.checked_time */
+    PyObject *hit_one;      /* MemoryStorage.hit_one, as bound */
     long long max_cost;
     long long max_time_us;
     Py_ssize_t max_identifier_length;
@@ -76,7 +77,7 @@ struct hot_state {
 static struct hot_state hot;
 
 static PyObject *str_record, *str_reclaim_due, *str_decide_one, *str_hit_one_at,
-    *str_hit_one_py, *str_hit, *str__storage, *str_now_us, *str_cost, *str_now_ms,
+    *str_hit_one_py, *str_hit, *str_hit_one, *str_hit_checked, *str_now_us,
     *str_clock, *one;
 
 /* ---- reading and writing slots ---------------------------------------- */
@@ -750,172 +751,53 @@ hot_hit_one(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 /* ---- Throttler.hit ------------------------------------------------------ */
 
-/*
- * The method Throttler.hit, in C: a descriptor that the interpreter calls
- * with the throttler first, as it calls a function (METHOD_DESCRIPTOR), and
- * that carries the Python method's name, docs and signature (memory.py copies
- * them, and __wrapped__, with functools.update_wrapper). The plain call (a
- * str, one Throttle, an int cost, the storage's clock) is decided by the hot
- * path over a bare MemoryStorage and passed on as storage.hit(identifier,
- * (throttle,), cost, None) over any other; every other call, and any
- * throttler without a storage yet, goes to the Python method.
- */
-typedef struct {
-    PyObject_HEAD
-    PyObject *func; /* the Python Throttler.hit */
-    PyObject *dict; /* __name__, __doc__, __wrapped__... */
-    vectorcallfunc vectorcall;
-} PlainHit;
-
-/* The cost of a plain call from its keywords (1 unless given), or NULL. */
-static PyObject *
-plain_cost(PyObject *const *kwargs, PyObject *kwnames)
-{
-    PyObject *cost = one;
-    Py_ssize_t count = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-        if (key == str_cost || PyUnicode_Compare(key, str_cost) == 0) {
-            cost = kwargs[i];
-        }
-        else if (kwargs[i] != Py_None ||
-                 (key != str_now_ms && PyUnicode_Compare(key, str_now_ms))) {
-            return NULL;
-        }
-    }
-    return cost;
-}
-
-static PyObject *
-plain_hit_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
-                     PyObject *kwnames)
-{
-    PlainHit *self = (PlainHit *)callable;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *cost_obj = nargs == 3 ? plain_cost(args + 3, kwnames) : NULL;
-    long long cost;
-    if (cost_obj == NULL || PyErr_Occurred() ||
-        !is_plain(args[1], args[2], cost_obj, &cost)) {
-        /* the checks of Throttler.hit say what is wrong */
-        PyErr_Clear();
-        return PyObject_Vectorcall(self->func, args, nargsf, kwnames);
-    }
-
-    PyObject *storage = PyObject_GetAttr(args[0], str__storage);
-    if (storage == NULL) { /* not a Throttler, or not initialized */
-        PyErr_Clear();
-        return PyObject_Vectorcall(self->func, args, nargsf, kwnames);
-    }
-
-    PyObject *decision;
-    if (Py_IS_TYPE(storage, hot.storage_type)) {
-        decision = hit_one_locked(storage, args[1], args[2], cost_obj, cost, NULL);
-    }
-    else {
-        PyObject *throttles = PyTuple_Pack(1, args[2]);
-        PyObject *rest[4] = {args[1], throttles, cost_obj, Py_None};
-        decision = throttles ? call_method(storage, str_hit, rest, 4) : NULL;
-        Py_XDECREF(throttles);
-    }
-
-    Py_DECREF(storage);
-    return decision;
-}
-
-static PyObject *
-plain_hit_get(PyObject *self, PyObject *obj, PyObject *type)
-{
-    if (obj == NULL || obj == Py_None) {
-        return Py_NewRef(self);
-    }
-    return PyMethod_New(self, obj);
-}
-
-static PyObject *
-plain_hit_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
-{
-    PyObject *func;
-    if (check_bound() < 0 || !PyArg_ParseTuple(args, "O:PlainHit", &func)) {
-        return NULL;
-    }
-
-    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
-        PyErr_SetString(PyExc_TypeError, "PlainHit() takes no keyword arguments");
-        return NULL;
-    }
-
-    if (!PyCallable_Check(func)) {
-        PyErr_SetString(PyExc_TypeError, "PlainHit() takes the Python method");
-        return NULL;
-    }
-
-    PlainHit *self = (PlainHit *)type->tp_alloc(type, 0);
-    if (self == NULL) {
-        return NULL;
-    }
-
-    self->func = Py_NewRef(func);
-    self->vectorcall = plain_hit_vectorcall;
-    return (PyObject *)self;
-}
-
-static int
-plain_hit_traverse(PlainHit *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->func);
-    Py_VISIT(self->dict);
-    return 0;
-}
-
-static int
-plain_hit_clear(PlainHit *self)
-{
-    Py_CLEAR(self->func);
-    Py_CLEAR(self->dict);
-    return 0;
-}
-
-static void
-plain_hit_dealloc(PlainHit *self)
-{
-    PyObject_GC_UnTrack(self);
-    plain_hit_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyObject *
-plain_hit_repr(PlainHit *self)
-{
-    return PyUnicode_FromFormat("<C hot path of %R>", self->func);
-}
-
 PyDoc_STRVAR(plain_hit_doc,
-"PlainHit(func)\n--\n\n"
-"Throttler.hit in C, over the Python method `func` (see _hot_path.c).");
+"plain_hit(throttler, storage, identifier, throttles, cost, now_ms, /)\n--\n\n"
+"The body of Throttler.hit in C, as throttler.hit_in_python: the plain call\n"
+"(a str, one Throttle, an int cost, the storage's clock) goes to the hot\n"
+"path over a bare MemoryStorage whose hit_one is its own, to\n"
+"storage.hit_one over one whose hit_one was replaced, and to\n"
+"storage.hit(identifier, throttles, cost, None) over any other storage;\n"
+"every other call to throttler._hit_checked.");
 
-static PyGetSetDef plain_hit_getset[] = {
-    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
-    {NULL},
-};
+static PyObject *
+hot_plain_hit(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_bound() < 0) {
+        return NULL;
+    }
 
-static PyTypeObject PlainHitType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "sliding_window_throttler.storage._hot_path.PlainHit",
-    .tp_basicsize = sizeof(PlainHit),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
-                Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
-    .tp_doc = plain_hit_doc,
-    .tp_new = plain_hit_new,
-    .tp_dealloc = (destructor)plain_hit_dealloc,
-    .tp_traverse = (traverseproc)plain_hit_traverse,
-    .tp_clear = (inquiry)plain_hit_clear,
-    .tp_repr = (reprfunc)plain_hit_repr,
-    .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(PlainHit, vectorcall),
-    .tp_descr_get = plain_hit_get,
-    .tp_dictoffset = offsetof(PlainHit, dict),
-    .tp_getset = plain_hit_getset,
-};
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "plain_hit() takes 6 arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+
+    PyObject *throttler = args[0], *storage = args[1], *identifier = args[2];
+    PyObject *throttles = args[3], *cost_obj = args[4], *now_ms = args[5];
+    long long cost;
+    if (now_ms != Py_None || !PyTuple_CheckExact(throttles) ||
+        PyTuple_GET_SIZE(throttles) != 1 ||
+        !is_plain(identifier, PyTuple_GET_ITEM(throttles, 0), cost_obj, &cost)) {
+        /* the checks of Throttler.hit say what is wrong */
+        PyObject *rest[4] = {identifier, throttles, cost_obj, now_ms};
+        return call_method(throttler, str_hit_checked, rest, 4);
+    }
+
+    PyObject *throttle = PyTuple_GET_ITEM(throttles, 0);
+    if (!Py_IS_TYPE(storage, hot.storage_type)) {
+        PyObject *rest[4] = {identifier, throttles, cost_obj, Py_None};
+        return call_method(storage, str_hit, rest, 4);
+    }
+
+    if (_PyType_Lookup(hot.storage_type, str_hit_one) != hot.hit_one) {
+        /* MemoryStorage.hit_one replaced (a spy, a patch): it decides */
+        PyObject *rest[3] = {identifier, throttle, cost_obj};
+        return call_method(storage, str_hit_one, rest, 3);
+    }
+
+    return hit_one_locked(storage, identifier, throttle, cost_obj, cost, NULL);
+}
 
 /* ---- bind() ------------------------------------------------------------ */
 
@@ -1013,18 +895,27 @@ hot_bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
 
+    /* The class's own hit_one: plain_hit compares it with what the class
+     * holds at each call, to see a patched one. */
+    next.hit_one = _PyType_Lookup(next.storage_type, str_hit_one);
+    if (next.hit_one == NULL) {
+        PyErr_SetString(PyExc_TypeError, "bind(): storage_type has no hit_one");
+        return NULL;
+    }
+
     next.admitted = args[4];
     next.limit_reached = args[5];
     next.checked_time = args[6];
     for (int i = 0; i < BOUND_OBJECTS; i++) {
         Py_INCREF(args[i]);
     }
+    Py_INCREF(next.hit_one);
     if (hot.bound) {
-        PyObject *old[BOUND_OBJECTS] = {
+        PyObject *old[BOUND_OBJECTS + 1] = {
             (PyObject *)hot.storage_type, (PyObject *)hot.pair_type,
             (PyObject *)hot.throttle_type, (PyObject *)hot.decision_type,
-            hot.admitted, hot.limit_reached, hot.checked_time};
-        for (int i = 0; i < BOUND_OBJECTS; i++) {
+            hot.admitted, hot.limit_reached, hot.checked_time, hot.hit_one};
+        for (int i = 0; i < BOUND_OBJECTS + 1; i++) {
             Py_DECREF(old[i]);
         }
     }
@@ -1038,6 +929,8 @@ static PyMethodDef hot_methods[] = {
     {"bind", (PyCFunction)(void (*)(void))hot_bind, METH_FASTCALL, bind_doc},
     {"hit_one", (PyCFunction)(void (*)(void))hot_hit_one, METH_FASTCALL,
      hit_one_doc},
+    {"plain_hit", (PyCFunction)(void (*)(void))hot_plain_hit, METH_FASTCALL,
+     plain_hit_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1077,9 +970,8 @@ init_strings(void)
         {&str_record, "_record"},         {&str_reclaim_due, "_reclaim_due"},
         {&str_decide_one, "_decide_one"}, {&str_hit_one_at, "_hit_one_at"},
         {&str_hit_one_py, "_hit_one_py"}, {&str_hit, "hit"},
-        {&str__storage, "_storage"},
+        {&str_hit_one, "hit_one"},        {&str_hit_checked, "_hit_checked"},
         {&str_now_us, "now_us"},
-        {&str_cost, "cost"},              {&str_now_ms, "now_ms"},
         {&str_clock, "clock"},
     };
     for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
@@ -1096,7 +988,7 @@ init_strings(void)
 PyMODINIT_FUNC
 PyInit__hot_path(void)
 {
-    if (PyType_Ready(&PlainHitType) < 0 || init_strings() < 0 ||
+    if (init_strings() < 0 ||
         init_lock_methods() < 0) {
         return NULL;
     }
@@ -1110,11 +1002,6 @@ PyInit__hot_path(void)
 
     PyObject *module = PyModule_Create(&hot_module);
     if (module == NULL) {
-        return NULL;
-    }
-
-    if (PyModule_AddObjectRef(module, "PlainHit", (PyObject *)&PlainHitType) < 0) {
-        Py_DECREF(module);
         return NULL;
     }
 

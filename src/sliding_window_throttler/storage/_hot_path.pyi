@@ -26,9 +26,12 @@ def hit_one(
     now_us: int | None = None,
     /,
 ) -> Decision: ...
-
-class PlainHit:
-    __wrapped__: Callable[..., Decision]
-    def __init__(self, func: Callable[..., Decision], /) -> None: ...
-    def __call__(self, *args: Any, **kwargs: Any) -> Decision: ...
-    def __get__(self, obj: object, owner: type | None = None) -> Any: ...
+def plain_hit(
+    throttler: Any,
+    storage: Any,
+    identifier: str,
+    throttles: tuple[Throttle, ...],
+    cost: int,
+    now_ms: float | None,
+    /,
+) -> Decision: ...

@@ -23,7 +23,6 @@ reclaimed state stay reclaimed.
 
 from __future__ import annotations
 
-import functools
 import heapq
 import logging
 import math
@@ -1101,21 +1100,12 @@ if _hot_path is not None:
     )
 
 
-def plain_hit_method(method: Callable[..., Decision]) -> Callable[..., Decision] | None:
+def plain_hit_in_c() -> Callable[..., Decision] | None:
     """
-    ``Throttler.hit`` in C, over the Python ``method`` (with its name, docs
-    and signature), or None without the extension. The plain call (a str,
-    one ``Throttle``, an int cost, the storage's clock) is decided there over
-    a bare ``MemoryStorage``, or passed on as ``storage.hit(identifier,
-    (throttle,), cost, None)`` over any other storage; every other call goes
-    to ``method``.
+    ``_hot_path.plain_hit``, the body of ``Throttler.hit`` in C (the twin of
+    ``throttler.hit_in_python``), or None without the extension.
     """
-    if _hot_path is None:
-        return None
-
-    plain = _hot_path.PlainHit(method)
-    functools.update_wrapper(plain, method)
-    return plain
+    return None if _hot_path is None else _hot_path.plain_hit
 
 
 class AsyncMemoryStorage:
