@@ -6,7 +6,7 @@
  * up nearly all traffic on one throttle: a known, unblocked pair whose window
  * is full (refused) or has room (admitted and recorded), and the first hit of
  * a pair while there is room. Every other case calls the Python methods
- * (`_reclaim_due`, `_decide_one`, `_record`, `_hit_one_at`, `_hit_one_py`)
+ * (`_reclaim_due`, `_decide_one`, `_record`, `_hit_one_at`)
  * under the same lock, so the algorithm has one full copy, in Python, and
  * this file repeats only its fast cases. The tests run both against the
  * reference model. `plain_hit` is the body of Throttler.hit in C: its plain
@@ -77,7 +77,7 @@ struct hot_state {
 static struct hot_state hot;
 
 static PyObject *str_record, *str_reclaim_due, *str_decide_one, *str_hit_one_at,
-    *str_hit_one_py, *str_hit, *str_hit_one, *str_hit_checked, *str_now_us,
+    *str_hit, *str_hit_one, *str_hit_checked, *str_now_us,
     *str_clock, *one;
 
 /* ---- reading and writing slots ---------------------------------------- */
@@ -718,8 +718,8 @@ PyDoc_STRVAR(hit_one_doc,
 "MemoryStorage.hit_one in C: one hit on one throttle, on the storage's clock\n"
 "unless now_us is given. Arguments off the plain path (not a str of 1 to\n"
 "65,536 characters, an exact Throttle and an int cost from 0 to 2**52) go to\n"
-"storage._hit_one_at under the same lock; a storage of another class than\n"
-"the bound MemoryStorage goes to storage._hit_one_py.");
+"storage._hit_one_at under the same lock. The storage must be of the bound\n"
+"MemoryStorage class itself, not a subclass.");
 
 static PyObject *
 hot_hit_one(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -734,12 +734,15 @@ hot_hit_one(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
 
-    PyObject *now_us = nargs == 5 && args[4] != Py_None ? args[4] : NULL;
     if (!Py_IS_TYPE(args[0], hot.storage_type)) {
-        /* a subclass's slots may lie elsewhere: Python decides */
-        PyObject *rest[4] = {args[1], args[2], args[3], now_us ? now_us : Py_None};
-        return call_method(args[0], str_hit_one_py, rest, 4);
+        /* a subclass's slots may lie elsewhere: MemoryStorage.hit_one keeps
+         * them in Python */
+        PyErr_Format(PyExc_TypeError, "hit_one() needs a %s, got %.100s",
+                     hot.storage_type->tp_name, Py_TYPE(args[0])->tp_name);
+        return NULL;
     }
+
+    PyObject *now_us = nargs == 5 && args[4] != Py_None ? args[4] : NULL;
 
     long long cost;
     if (!is_plain(args[1], args[2], args[3], &cost)) {
@@ -969,7 +972,7 @@ init_strings(void)
     } strings[] = {
         {&str_record, "_record"},         {&str_reclaim_due, "_reclaim_due"},
         {&str_decide_one, "_decide_one"}, {&str_hit_one_at, "_hit_one_at"},
-        {&str_hit_one_py, "_hit_one_py"}, {&str_hit, "hit"},
+        {&str_hit, "hit"},
         {&str_hit_one, "hit_one"},        {&str_hit_checked, "_hit_checked"},
         {&str_now_us, "now_us"},
         {&str_clock, "clock"},

@@ -366,24 +366,13 @@ class MemoryStorage:
 
         Decided in C (``_hot_path.c``) when the extension is built, else by
         ``_hit_one_at``: the same steps. The tests run every hit through
-        here, both ways, and compare them with the reference model.
+        here, both ways, and compare them with the reference model. (A
+        subclass's slots may lie elsewhere than the C code reads them, as
+        may those of a class from before a reload: Python decides for them.)
         """
-        if _hot_path is not None:
+        if _hot_path is not None and type(self) is MemoryStorage:
             return _hot_path.hit_one(self, identifier, throttle, cost, now_us)
 
-        return self._hit_one_py(identifier, throttle, cost, now_us)
-
-    def _hit_one_py(
-        self,
-        identifier: str,
-        throttle: Throttle,
-        cost: int,
-        now_us: int | None = None,
-    ) -> Decision:
-        """
-        ``hit_one`` in Python. (``_hot_path.c`` calls it for a subclass,
-        whose slots may lie elsewhere.)
-        """
         lock = self._lock
         lock.acquire()  # not `with`: half the cost, on every decision
         try:
