@@ -575,21 +575,12 @@ def hit_in_python(
     """
     The body of ``Throttler.hit``; ``_hot_path.plain_hit`` is its twin in C.
 
-    The plain call (``is_plain_hit``, inline: a call costs a tenth of a memory
-    decision) goes to the shortcut for one throttle of the throttler's
-    ``storage``: a bare ``MemoryStorage``'s ``hit_one`` (not a subclass's: it
-    may override hit), or any other storage's ``hit``. Anything else gets the
-    full checks.
+    The plain call (``is_plain_hit``) goes to the shortcut for one throttle
+    of the throttler's ``storage``: a bare ``MemoryStorage``'s ``hit_one``
+    (not a subclass's: it may override hit), or any other storage's ``hit``.
+    Anything else gets the full checks.
     """
-    if (
-        type(identifier) is str
-        and type(cost) is int
-        and now_ms is None
-        and len(throttles) == 1
-        and type(throttles[0]) is Throttle
-        and 0 <= cost <= MAX_COST
-        and 0 < len(identifier) <= MAX_IDENTIFIER_LENGTH
-    ):
+    if is_plain_hit(identifier, throttles, cost, now_ms):
         if type(storage) is MemoryStorage:
             return storage.hit_one(identifier, throttles[0], cost)
 
