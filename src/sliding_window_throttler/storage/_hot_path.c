@@ -683,14 +683,28 @@ hit_one_locked(PyObject *storage, PyObject *identifier, PyObject *throttle,
     return decision;
 }
 
+/* 0 when bind() was called and `name` got `low` or `high` arguments. */
 static int
-check_bound(void)
+check_call(const char *name, Py_ssize_t nargs, Py_ssize_t low, Py_ssize_t high)
 {
     if (!hot.bound) {
         PyErr_SetString(PyExc_RuntimeError, "_hot_path.bind() was not called");
         return -1;
     }
-    return 0;
+
+    if (nargs >= low && nargs <= high) {
+        return 0;
+    }
+
+    if (low == high) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name,
+                     low, nargs);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd or %zd arguments (%zd given)",
+                     name, low, high, nargs);
+    }
+    return -1;
 }
 
 /* The plain call of Throttler.hit: a str, an exact Throttle, an int cost. */
@@ -724,13 +738,7 @@ PyDoc_STRVAR(hit_one_doc,
 static PyObject *
 hot_hit_one(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_bound() < 0) {
-        return NULL;
-    }
-
-    if (nargs != 4 && nargs != 5) {
-        PyErr_Format(PyExc_TypeError,
-                     "hit_one() takes 4 or 5 arguments (%zd given)", nargs);
+    if (check_call("hit_one", nargs, 4, 5) < 0) {
         return NULL;
     }
 
@@ -766,13 +774,7 @@ PyDoc_STRVAR(plain_hit_doc,
 static PyObject *
 hot_plain_hit(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_bound() < 0) {
-        return NULL;
-    }
-
-    if (nargs != 6) {
-        PyErr_Format(PyExc_TypeError, "plain_hit() takes 6 arguments (%zd given)",
-                     nargs);
+    if (check_call("plain_hit", nargs, 6, 6) < 0) {
         return NULL;
     }
 
