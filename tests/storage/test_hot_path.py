@@ -30,23 +30,12 @@ from sliding_window_throttler import (
     Throttler,
     ThrottleRecord,
 )
-from sliding_window_throttler import throttler as throttler_module
 from sliding_window_throttler.storage import memory
 
-pytestmark = pytest.mark.skipif(
-    memory._DISABLED, reason="SWT_NO_EXTENSIONS is set: the Python path alone"
-)
+# On the C path, whatever SWT_NO_EXTENSIONS says (it fails when not built).
+pytestmark = pytest.mark.usefixtures("c_path")
 
 API = Throttle("api", 3, 1)
-
-
-def test_the_extension_is_built_and_serves_a_bare_memory_throttler() -> None:
-    assert memory._hot_path is not None, (
-        "storage/_hot_path.c is not built: install a C compiler and the Python "
-        "headers, then `make test` again"
-    )
-    assert throttler_module._decide_hit is memory._hot_path.plain_hit
-    assert MemoryStorage().hot_path == "c"
 
 
 @pytest.mark.parametrize(
@@ -54,6 +43,7 @@ def test_the_extension_is_built_and_serves_a_bare_memory_throttler() -> None:
     [("1", "python"), ("yes", "python"), ("0", "c"), ("false", "c"), ("", "c")],
 )
 def test_swt_no_extensions_chooses_the_path(value: str, hot_path: str) -> None:
+    # Unset or "no", a process decides in C: the extension is built.
     shown = subprocess.run(
         [sys.executable, "-c", _SHOW_HOT_PATH],
         env={"SWT_NO_EXTENSIONS": value},

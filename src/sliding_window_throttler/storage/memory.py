@@ -74,15 +74,15 @@ def _switch(name: str) -> bool:
     return True
 
 
-_DISABLED = _switch("SWT_NO_EXTENSIONS")
-"""The environment asked for the Python path."""
-
 try:
-    from . import _hot_path
+    from . import _hot_path as _extension
 except ImportError:  # built without a C compiler, or not CPython
-    _hot_path = None  # type: ignore[assignment]
+    _extension = None  # type: ignore[assignment]
 
-if _DISABLED:
+# The extension as built (bound below), and the one in use: none when the
+# environment asks for the Python path (the tests switch between the two).
+_hot_path = _extension
+if _switch("SWT_NO_EXTENSIONS"):
     _hot_path = None  # type: ignore[assignment]
 
 _NO_TIMES: list[int] = []
@@ -1074,8 +1074,8 @@ class MemoryStorage:
         self._next_due = entries[0][0] if entries else _NEVER_EXPIRES
 
 
-if _hot_path is not None:
-    _hot_path.bind(
+if _extension is not None:
+    _extension.bind(
         MemoryStorage,
         _Pair,
         Throttle,
