@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-
 __version__ = "0.1.0"
 
 __all__ = [
