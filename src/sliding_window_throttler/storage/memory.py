@@ -101,16 +101,17 @@ def checked_time(now: object, source: str) -> int:
         ConfigurationError: naming ``source`` (``now_us``, or the ``clock``
             that gave it).
     """
-    what = "now_us" if source == "now_us" else "clock.now_us()"
+    # In the words of check_clock, which reads a clock once when it is given.
+    what = "now_us must be" if source == "now_us" else "clock.now_us() must return"
     if type(now) is not int:  # not a bool, nor an int subclass's own idea
         raise ConfigurationError(
-            source, f"{what} must be whole microseconds (an int), got {shown(now)}"
+            source, f"{what} whole microseconds (an int), got {shown(now)}"
         )
 
     if not -MAX_CLOCK_US <= now <= MAX_CLOCK_US:
         raise ConfigurationError(
             source,
-            f"{what} must be within +-2**62 microseconds (146,000 years) of 0, "
+            f"{what} a time within +-2**62 microseconds (146,000 years) of 0, "
             f"got {shown(now)}",
         )
 
