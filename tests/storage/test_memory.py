@@ -713,6 +713,27 @@ def test_health_reports_a_failing_clock_and_never_raises(
     assert health.detail == "in memory; its clock failed: " + shown
 
 
+def test_a_throttle_forced_to_a_float_window_breaks_no_other_client() -> None:
+    # A frozen Throttle can still be forced (object.__setattr__): its float
+    # window leaves a float among the storage's times, which must not stop
+    # every other client's hits.
+    clock = ManualClock()
+    storage = MemoryStorage(clock=clock)
+    throttler = Throttler(storage)
+    odd = Throttle("odd", 3, 1)
+    object.__setattr__(odd, "ttl_us", 1e6)
+    assert throttler.hit("x", odd).allowed
+
+    others = []
+    for i in range(3):
+        clock.advance(10)
+        others.append(throttler.hit(f"y{i}", Throttle("ok", 3, 1)).allowed)
+
+    assert others == [True, True, True]
+    stats = storage.stats()
+    assert (stats.clients, stats.pairs, stats.reclaimed) == (1, 1, 3)
+
+
 def test_an_int_subclass_is_no_time_whatever_it_says_it_is() -> None:
     class Shifty(int):
         def __int__(self) -> int:

@@ -411,6 +411,21 @@ decide_in_python(PyObject *storage, PyObject *identifier, PyObject *throttle,
     return decision;
 }
 
+/*
+ * storage._hit_one_at(identifier, throttle, cost, now) for a storage whose
+ * times are out of the shape the fast cases read (a float kept from a
+ * throttle forced to a float window): the Python twin decides, as it would
+ * have alone, rather than every client's hit failing.
+ */
+static PyObject *
+odd_in_python(PyObject *storage, PyObject *identifier, PyObject *throttle,
+              PyObject *cost, PyObject *now)
+{
+    PyErr_Clear();
+    PyObject *args[4] = {identifier, throttle, cost, now};
+    return call_method(storage, str_hit_one_at, args, 4);
+}
+
 /* A throttle read at its slots: its numbers, or 0 when one is out of shape. */
 static int
 read_throttle(PyObject *throttle, long long *limit, long long *ttl,
@@ -468,7 +483,8 @@ hit_known_pair(PyObject *storage, PyObject *identifier, PyObject *throttle,
     long long head, pair_ttl, limit, ttl, block;
     if (slot_i64(times, hot.p_head, "head", &head) < 0 ||
         slot_i64(times, hot.p_ttl_us, "ttl_us", &pair_ttl) < 0) {
-        return NULL;
+        PyErr_Clear(); /* a pair out of shape: Python says what is wrong */
+        return decide_in_python(storage, identifier, throttle, cost_obj, now);
     }
 
     Py_ssize_t size = PyList_GET_SIZE(times);
@@ -556,7 +572,7 @@ hit_one_at(PyObject *storage, PyObject *identifier, PyObject *throttle,
     long long high_water, next_due;
     if (slot_i64(storage, hot.s_high_water, "_high_water", &high_water) < 0 ||
         slot_i64(storage, hot.s_next_due, "_next_due", &next_due) < 0) {
-        return NULL;
+        return odd_in_python(storage, identifier, throttle, cost_obj, now_obj);
     }
 
     if (now < high_water) {
