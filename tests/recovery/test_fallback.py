@@ -7,7 +7,12 @@ import math
 import pytest
 from recovery_fakes import refused
 
-from sliding_window_throttler import ManualClock, MemoryStorage, Throttle
+from sliding_window_throttler import (
+    AsyncMemoryStorage,
+    ManualClock,
+    MemoryStorage,
+    Throttle,
+)
 from sliding_window_throttler.errors import ConfigurationError, SecurityViolationError
 from sliding_window_throttler.recovery import LocalFallback, RecoveryContext
 
@@ -139,3 +144,32 @@ def test_refuses_bad_app_servers(app_servers: object) -> None:
         LocalFallback(app_servers=app_servers)  # type: ignore[arg-type]
 
     assert info.value.field == "app_servers"
+
+
+@pytest.mark.parametrize(
+    ("storage", "shown"),
+    [
+        (AsyncMemoryStorage(), "an instance of AsyncMemoryStorage"),
+        (MemoryStorage, "the class MemoryStorage: write MemoryStorage(...)"),
+        ("x", "'x'"),
+    ],
+)
+def test_a_storage_that_is_no_memory_storage_is_refused_at_once(
+    storage: object, shown: str
+) -> None:
+    # Refused when the strategy is made, not in the middle of an outage.
+    with pytest.raises(ConfigurationError) as caught:
+        LocalFallback(storage=storage)  # type: ignore[arg-type]
+
+    assert caught.value.field == "storage"
+    assert caught.value.message == f"LocalFallback takes a MemoryStorage, got {shown}"
+
+
+def test_options_beside_a_storage_are_refused() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        LocalFallback(storage=MemoryStorage(), max_pairs=10)
+
+    assert caught.value.message == (
+        "give LocalFallback a storage or the options of a new one, not both: "
+        "the storage keeps its own (max_pairs given)"
+    )

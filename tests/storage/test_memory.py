@@ -1040,19 +1040,28 @@ def test_async_memory_storage_wraps_only_a_memory_storage() -> None:
         AsyncMemoryStorage("x")  # type: ignore[arg-type]
 
     assert caught.value.field == "storage"
+    assert caught.value.message == ("AsyncMemoryStorage takes a MemoryStorage, got 'x'")
 
 
 @pytest.mark.parametrize(
-    "options", [{"max_pairs": 0}, {"overflow": "evict-lru"}, {"clock": ManualClock()}]
+    ("options", "given"),
+    [
+        ({"max_pairs": 0}, "max_pairs"),
+        ({"overflow": "evict-lru"}, "overflow"),
+        ({"clock": ManualClock(), "max_pairs": 5}, "clock, max_pairs"),
+    ],
 )
 def test_async_memory_storage_refuses_options_beside_a_storage(
-    options: dict[str, Any],
+    options: dict[str, Any], given: str
 ) -> None:
     with pytest.raises(ConfigurationError) as caught:
         AsyncMemoryStorage(MemoryStorage(), **options)
 
     assert caught.value.field == "storage"
-    assert "not both" in caught.value.message
+    assert caught.value.message == (
+        "give AsyncMemoryStorage a storage or the options of a new one, not "
+        f"both: the storage keeps its own ({given} given)"
+    )
 
 
 def _blocking() -> tuple[Throttle, Throttle]:

@@ -32,7 +32,7 @@ from ..core.clock import Clock
 from ..core.decision import Decision
 from ..core.rate import Throttle
 from ..errors import ConfigurationError, StorageError, ThrottlerError, shown
-from ..storage.memory import MemoryStats, MemoryStorage
+from ..storage.memory import MemoryStats, MemoryStorage, given_or_new
 from .manager import Operation, RecoveryContext, RecoveryResult
 from .policy import FailureMode
 
@@ -64,7 +64,8 @@ class LocalFallback:
         max_pairs: Passed to the new storage when ``storage`` is not given.
 
     Raises:
-        ConfigurationError: for ``app_servers`` below 1.
+        ConfigurationError: for ``app_servers`` below 1, a ``storage`` that is
+            no ``MemoryStorage``, or one given with ``clock`` or ``max_pairs``.
     """
 
     name = FailureMode.LOCAL.value
@@ -79,11 +80,7 @@ class LocalFallback:
     ) -> None:
         check_app_servers(app_servers)
         self.app_servers = app_servers
-        self.storage = (
-            storage
-            if storage is not None
-            else MemoryStorage(clock=clock, max_pairs=max_pairs)
-        )
+        self.storage = given_or_new("LocalFallback", storage, clock, max_pairs)
         self._scaled: dict[tuple[Throttle, int], Throttle] = {}
         self._lock = threading.Lock()
 

@@ -1098,6 +1098,53 @@ def plain_hit_in_c() -> Callable[..., Decision] | None:
     return None if _hot_path is None else _hot_path.plain_hit
 
 
+def given_or_new(
+    owner: str,
+    storage: object,
+    clock: Clock | None,
+    max_pairs: int,
+    overflow: OverflowPolicy | str = OverflowPolicy.REJECT_NEW,
+) -> MemoryStorage:
+    """
+    The ``MemoryStorage`` given to ``owner``, or a new one with the options.
+
+    Raises:
+        ConfigurationError: for a storage that is no ``MemoryStorage``, or
+            one given with options (the storage keeps its own).
+    """
+    if storage is None:
+        return MemoryStorage(clock=clock, max_pairs=max_pairs, overflow=overflow)
+
+    if not isinstance(storage, MemoryStorage):
+        what = shown(storage)
+        if isinstance(storage, type):
+            what = f"the class {storage.__name__}: write {storage.__name__}(...)"
+        elif type(storage).__module__ != "builtins":  # its repr says little
+            what = f"an instance of {type(storage).__name__}"
+
+        raise ConfigurationError(
+            "storage", f"{owner} takes a MemoryStorage, got {what}"
+        )
+
+    given = [
+        name
+        for name, value, default in (
+            ("clock", clock, None),
+            ("max_pairs", max_pairs, 100_000),
+            ("overflow", overflow, OverflowPolicy.REJECT_NEW),
+        )
+        if value != default
+    ]
+    if given:
+        raise ConfigurationError(
+            "storage",
+            f"give {owner} a storage or the options of a new one, not both: "
+            f"the storage keeps its own ({', '.join(given)} given)",
+        )
+
+    return storage
+
+
 class AsyncMemoryStorage:
     """
     The asyncio face of ``MemoryStorage``; every call delegates to it.
@@ -1120,25 +1167,9 @@ class AsyncMemoryStorage:
         max_pairs: int = 100_000,
         overflow: OverflowPolicy | str = OverflowPolicy.REJECT_NEW,
     ) -> None:
-        if storage is None:
-            storage = MemoryStorage(clock=clock, max_pairs=max_pairs, overflow=overflow)
-        elif not isinstance(storage, MemoryStorage):
-            raise ConfigurationError(
-                "storage",
-                f"AsyncMemoryStorage wraps a MemoryStorage, got {shown(storage)}",
-            )
-        elif (
-            clock is not None
-            or max_pairs != 100_000
-            or overflow != OverflowPolicy.REJECT_NEW
-        ):
-            raise ConfigurationError(
-                "storage",
-                "give AsyncMemoryStorage a storage or the options of a new one "
-                "(clock, max_pairs, overflow), not both: the storage keeps its own",
-            )
-
-        self.sync = storage
+        self.sync = given_or_new(
+            "AsyncMemoryStorage", storage, clock, max_pairs, overflow
+        )
 
     async def hit(
         self,
