@@ -744,6 +744,9 @@ def test_an_int_subclass_is_no_time_whatever_it_says_it_is() -> None:
         storage.hit("a", (API,), 1, Shifty(5))
 
     assert caught.value.field == "now_us"
+    assert caught.value.message == (
+        "now_us must be whole microseconds (an int), got a Shifty, a subclass of int: 5"
+    )
     assert storage.hit("a", (API,), 1, 5).allowed
 
 

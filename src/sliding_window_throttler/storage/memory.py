@@ -104,8 +104,12 @@ def checked_time(now: object, source: str) -> int:
     # In the words of check_clock, which reads a clock once when it is given.
     what = "now_us must be" if source == "now_us" else "clock.now_us() must return"
     if type(now) is not int:  # not a bool, nor an int subclass's own idea
+        got = shown(now)
+        if isinstance(now, int) and not isinstance(now, bool):
+            got = f"a {type(now).__name__}, a subclass of int: {got}"
+
         raise ConfigurationError(
-            source, f"{what} whole microseconds (an int), got {shown(now)}"
+            source, f"{what} whole microseconds (an int), got {got}"
         )
 
     if not -MAX_CLOCK_US <= now <= MAX_CLOCK_US:
